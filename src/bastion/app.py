@@ -1,0 +1,77 @@
+"""The FastAPI app factory: mounts each capability's router."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
+
+from bastion import __version__
+from bastion.auth.keys import KeyStore
+from bastion.core.http import BodyLimitMiddleware, install_error_handlers
+from bastion.core.settings import Settings, get_settings
+from bastion.db.session import Database
+from bastion.moderation.service import ModerationService
+
+logger = logging.getLogger("bastion")
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    database: Database | None = None,
+    moderation: ModerationService | None = None,
+) -> FastAPI:
+    """A Bastion app for `settings`; the schema is migrated and the default model loaded at start-up.
+
+    A `database` or `moderation` service passed in is shared, not owned: the app does not close it.
+    """
+    settings = settings or get_settings()
+    db = database or Database(settings.resolved_database_url)
+    service = moderation or ModerationService(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        db.upgrade()
+        if settings.moderation.preload:
+            app.state.moderation.model()
+        try:
+            yield
+        finally:
+            if moderation is None:
+                service.close()
+            if database is None:
+                db.dispose()
+
+    app = FastAPI(
+        title="Bastion",
+        version=__version__,
+        description="Self-hosted AI safety platform. OpenAI-compatible moderation API.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.db = db
+    app.state.keys = KeyStore(db)
+    app.state.moderation = service
+    install_error_handlers(app)
+    app.add_middleware(BodyLimitMiddleware, limit=settings.moderation.limits.max_body_bytes)
+
+    from bastion.auth.api import router as keys_router
+    from bastion.moderation.api import router as moderation_router
+    from bastion.web.pages import STATIC
+    from bastion.web.pages import router as pages_router
+
+    app.include_router(moderation_router)
+    app.include_router(keys_router)
+    app.include_router(pages_router)
+    app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")
+
+    @app.get("/healthz", tags=["ops"])
+    def healthz() -> dict[str, str]:
+        """Liveness: the process answers."""
+        return {"status": "ok", "version": __version__}
+
+    return app

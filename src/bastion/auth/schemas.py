@@ -1,0 +1,34 @@
+"""Request and response models of the key-management routes."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import BaseModel, Field
+
+from bastion.auth.keys import Role
+
+
+class KeyCreate(BaseModel):
+    """`POST /v1/keys` body."""
+
+    role: Role
+    name: str = Field("", max_length=200)
+
+
+class KeyOut(BaseModel):
+    """A key as listed (never the secret)."""
+
+    id: str
+    name: str
+    role: Role
+    prefix: str
+    created_at: datetime
+    last_used_at: datetime | None
+    revoked_at: datetime | None
+
+
+class KeyCreated(KeyOut):
+    """A new key: `key` is shown this once."""
+
+    key: str

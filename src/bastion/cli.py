@@ -1,0 +1,35 @@
+"""The `bastion` command: assembles each capability's commands, nothing else."""
+
+from __future__ import annotations
+
+import typer
+
+from bastion.auth.cli import keys_app
+from bastion.core.cli_support import fail
+from bastion.core.errors import BastionError
+from bastion.moderation.cli import moderate
+from bastion.moderation.cli_model import model_app
+from bastion.serve import db_app, serve
+
+app = typer.Typer(
+    name="bastion",
+    help="Bastion: self-hosted AI safety platform.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+app.command("serve")(serve)
+app.command("moderate")(moderate)
+app.add_typer(model_app, name="moderation")
+app.add_typer(keys_app, name="keys")
+app.add_typer(db_app, name="db")
+
+
+def main() -> None:
+    """Entry point: BastionError becomes one line on stderr and exit status 1."""
+    try:
+        app()
+    except BastionError as exc:
+        fail(exc.message)
+    except KeyboardInterrupt:
+        fail("interrupted", code=130)

@@ -1,0 +1,1 @@
+"""Shared foundation: settings, errors, taxonomy, plugin registry, domain records."""

@@ -1,0 +1,1 @@
+"""Moderation backends: plugins that turn texts into per-category probabilities."""

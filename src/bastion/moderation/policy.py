@@ -1,0 +1,64 @@
+"""How backend scores become a verdict: combine by max, apply thresholds, honour allow lists."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from bastion.core.records import ModerationResult, Span
+from bastion.core.taxonomy import CATEGORIES, CATEGORY_KEYS
+from bastion.moderation.backends.base import BackendScores
+
+
+def combine(
+    text: str,
+    per_backend: Sequence[BackendScores],
+    backend_thresholds: Sequence[dict[str, float]],
+    policy_thresholds: dict[str, float],
+    explain: bool = False,
+) -> ModerationResult:
+    """One text's verdict from each backend's scores.
+
+    - score: the max over backends; a parent category is at least as high as its subcategories
+      (`hate/threatening` implies `hate`).
+    - flag: with a policy threshold for the category, combined score >= it; otherwise any backend's
+      score >= that backend's own threshold.
+    - an allow-list match for the category clears its flag, whatever the scores.
+    """
+    scores = dict.fromkeys(CATEGORY_KEYS, 0.0)
+    flags = dict.fromkeys(CATEGORY_KEYS, False)
+    allowed: set[str] = set()
+    spans: dict[str, list[tuple[int, int]]] = {}
+    for result, thresholds in zip(per_backend, backend_thresholds, strict=True):
+        allowed |= result.allowed
+        for key in CATEGORY_KEYS:
+            score = _clip(result.scores.get(key, 0.0))
+            scores[key] = max(scores[key], score)
+            if score >= thresholds.get(key, 0.5):
+                flags[key] = True
+        for key, found in result.spans.items():
+            spans.setdefault(key, []).extend(found)
+    for category in CATEGORIES:
+        parent = category.parent
+        if parent is not None:
+            scores[parent] = max(scores[parent], scores[category.key])
+    for key, threshold in policy_thresholds.items():
+        flags[key] = scores[key] >= threshold
+    for category in CATEGORIES:
+        if category.parent is not None and flags[category.key]:
+            flags[category.parent] = True
+    for key in allowed:
+        flags[key] = False
+    explanations = None
+    if explain:
+        explanations = {
+            key: [Span(start=s, end=e, text=text[s:e]) for s, e in sorted(set(spans.get(key, [])))]
+            for key in CATEGORY_KEYS
+            if flags[key]
+        }
+    return ModerationResult.build(scores, flags, explanations=explanations)
+
+
+def _clip(value: float) -> float:
+    if value != value:  # NaN from a misbehaving backend counts as 0
+        return 0.0
+    return min(1.0, max(0.0, float(value)))

@@ -1,0 +1,123 @@
+"""The moderation service: resolves a model name, runs its backends, applies its policy."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+from bastion.core.errors import BastionError, ConfigError, ModelNotFound
+from bastion.core.records import ModerationResult
+from bastion.core.settings import ModerationModelSpec, Settings
+from bastion.moderation.backends.base import ModerationBackend, create_backend
+from bastion.moderation.policy import combine
+
+
+def clean_text(text: str) -> str:
+    """Text every backend can take: lone surrogates become U+FFFD, NUL bytes are dropped."""
+    if "\x00" in text:
+        text = text.replace("\x00", "")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = text.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
+    return text
+
+
+class ModerationModel:
+    """A configured moderation model: its backends, their thresholds, and its policy."""
+
+    def __init__(self, name: str, spec: ModerationModelSpec, settings: Settings) -> None:
+        self.name = name
+        self.spec = spec
+        policy = settings.moderation.policies[spec.policy]
+        self.policy_thresholds = dict(policy.thresholds)
+        self.backends: list[ModerationBackend] = []
+        try:
+            for backend_spec in spec.backends:
+                self.backends.append(create_backend(backend_spec, settings))
+        except BaseException:
+            self.close()
+            raise
+        self.backend_thresholds = [backend.default_thresholds for backend in self.backends]
+        self._lock = threading.Lock()
+
+    @property
+    def thresholds(self) -> dict[str, float]:
+        """The effective threshold per category: the policy's, else the first backend's."""
+        return {**self.backend_thresholds[0], **self.policy_thresholds}
+
+    def moderate(self, texts: Sequence[str], explain: bool = False) -> list[ModerationResult]:
+        """A verdict per text, in order."""
+        cleaned = [clean_text(t) for t in texts]
+        if not cleaned:
+            return []
+        with self._lock:
+            per_backend = [backend.score(cleaned) for backend in self.backends]
+        for backend, scores in zip(self.backends, per_backend, strict=True):
+            if len(scores) != len(cleaned):
+                raise ConfigError(f"backend {backend.plugin_name!r} returned {len(scores)} results for {len(cleaned)}")
+        return [
+            combine(text, [scores[i] for scores in per_backend], self.backend_thresholds, self.policy_thresholds, explain)
+            for i, text in enumerate(cleaned)
+        ]
+
+    def describe(self) -> dict[str, Any]:
+        """The exact spec behind this model's scores, for replayable reports."""
+        return {
+            "name": self.name,
+            "policy": self.spec.policy,
+            "thresholds": self.thresholds,
+            "backends": [b.describe() for b in self.backends],
+        }
+
+    def close(self) -> None:
+        """Release every backend."""
+        for backend in self.backends:
+            backend.close()
+
+
+class ModerationService:
+    """Loads configured models on first use and moderates texts with them."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._models: dict[str, ModerationModel] = {}
+        self._lock = threading.Lock()
+
+    def resolve(self, name: str | None) -> str:
+        """The configured model `name` refers to; ModelNotFound otherwise."""
+        resolved = self.settings.moderation.resolve(name)
+        if resolved is None:
+            known = ", ".join(sorted([*self.settings.moderation.models, *self.settings.moderation.aliases]))
+            raise ModelNotFound(f"The model '{name}' does not exist. Configured models: {known}", param="model")
+        return resolved
+
+    def model(self, name: str | None = None) -> ModerationModel:
+        """The loaded model for `name` (default model when None)."""
+        resolved = self.resolve(name)
+        with self._lock:
+            model = self._models.get(resolved)
+            if model is None:
+                try:
+                    model = ModerationModel(resolved, self.settings.moderation.models[resolved], self.settings)
+                except BastionError:
+                    raise
+                except Exception as exc:
+                    raise ConfigError(f"moderation model {resolved!r} failed to load: {exc}") from exc
+                self._models[resolved] = model
+            return model
+
+    def moderate(
+        self, texts: Sequence[str], model: str | None = None, explain: bool = False
+    ) -> tuple[str, list[ModerationResult]]:
+        """(resolved model name, a verdict per text)."""
+        loaded = self.model(model)
+        return loaded.name, loaded.moderate(texts, explain=explain)
+
+    def close(self) -> None:
+        """Release every loaded model."""
+        with self._lock:
+            for model in self._models.values():
+                model.close()
+            self._models.clear()

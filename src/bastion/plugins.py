@@ -1,0 +1,6 @@
+"""Bastion's built-in plugins: the module the `bastion.plugins` entry point names.
+
+Importing a plugin module must stay cheap: heavy frameworks load when a plugin is used.
+"""
+
+from bastion.moderation.backends import embedded, lists, remote, transformers_backend  # noqa: F401

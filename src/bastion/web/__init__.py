@@ -1,0 +1,1 @@
+"""Web pages for every capability, served by the same app."""
