@@ -33,3 +33,7 @@ def main() -> None:
         fail(exc.message)
     except KeyboardInterrupt:
         fail("interrupted", code=130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,59 @@
+from bastion.core.taxonomy import CATEGORY_KEYS
+from bastion.moderation.backends.base import BackendScores
+from bastion.moderation.policy import combine
+
+HALF = dict.fromkeys(CATEGORY_KEYS, 0.5)
+
+
+def test_max_over_backends_and_every_key_present() -> None:
+    result = combine("t", [BackendScores({"hate": 0.2}), BackendScores({"hate": 0.7, "sexual": 0.1})],
+                     [HALF, HALF], {})
+    assert set(result.category_scores) == set(CATEGORY_KEYS)
+    assert result.category_scores["hate"] == 0.7
+    assert result.categories["hate"] and result.flagged
+    assert not result.categories["sexual"]
+    assert all(v == ["text"] for v in result.category_applied_input_types.values())
+
+
+def test_each_backend_uses_its_own_threshold() -> None:
+    strict = {**HALF, "violence": 0.9}
+    result = combine("t", [BackendScores({"violence": 0.8})], [strict], {})
+    assert not result.categories["violence"]
+    result = combine("t", [BackendScores({"violence": 0.8}), BackendScores({})], [strict, HALF], {})
+    assert not result.flagged
+
+
+def test_policy_threshold_overrides() -> None:
+    result = combine("t", [BackendScores({"violence": 0.3})], [HALF], {"violence": 0.25})
+    assert result.categories["violence"]
+    result = combine("t", [BackendScores({"violence": 0.8})], [HALF], {"violence": 0.95})
+    assert not result.categories["violence"]
+
+
+def test_subcategory_implies_parent() -> None:
+    result = combine("t", [BackendScores({"hate/threatening": 0.9, "hate": 0.1})], [HALF], {})
+    assert result.category_scores["hate"] == 0.9
+    assert result.categories["hate"] and result.categories["hate/threatening"]
+
+
+def test_allow_list_clears_flag() -> None:
+    result = combine("t", [BackendScores({"sexual": 0.99}), BackendScores({}, allowed=frozenset({"sexual"}))],
+                     [HALF, HALF], {})
+    assert not result.categories["sexual"]
+    assert result.category_scores["sexual"] == 0.99
+
+
+def test_nan_and_out_of_range_scores_are_clipped() -> None:
+    result = combine("t", [BackendScores({"hate": float("nan"), "sexual": 3.0, "violence": -1})], [HALF], {})
+    assert result.category_scores["hate"] == 0.0
+    assert result.category_scores["sexual"] == 1.0
+    assert result.category_scores["violence"] == 0.0
+
+
+def test_explanations_only_for_flagged() -> None:
+    text = "you idiot, nice day"
+    result = combine(text, [BackendScores({"harassment": 0.9}, spans={"harassment": [(4, 9)], "hate": [(0, 3)]})],
+                     [HALF], {}, explain=True)
+    assert result.explanations is not None
+    assert set(result.explanations) == {"harassment"}
+    assert result.explanations["harassment"][0].text == "idiot"
