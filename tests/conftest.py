@@ -33,7 +33,9 @@ from bastion.core.settings import Settings, load_settings  # noqa: E402
 from bastion.db.session import Database  # noqa: E402
 from bastion.moderation.service import ModerationService  # noqa: E402
 
-POSTGRES_URL = os.environ.get("BASTION_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+POSTGRES_URL = os.environ.get(
+    "BASTION_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -51,8 +53,11 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
             conn.execute(text(f'CREATE SCHEMA "{schema}"'))
     except Exception as exc:  # a clear failure, not a silent skip: CI must run this pass
         admin.dispose()
-        pytest.fail(f"PostgreSQL at {POSTGRES_URL} is not reachable ({exc}); start it or set "
-                    "BASTION_TEST_POSTGRES_URL=none", pytrace=False)
+        pytest.fail(
+            f"PostgreSQL at {POSTGRES_URL} is not reachable ({exc}); start it or set "
+            "BASTION_TEST_POSTGRES_URL=none",
+            pytrace=False,
+        )
     sep = "&" if "?" in POSTGRES_URL else "?"
     yield f"{POSTGRES_URL}{sep}options=-csearch_path%3D{schema}"
     with admin.connect() as conn:
@@ -105,8 +110,9 @@ class ApiClient(TestClient):
 
 
 @pytest.fixture
-def client(make_settings: Callable[..., Settings], database: Database,
-           embedded_service: ModerationService) -> Iterator[ApiClient]:
+def client(
+    make_settings: Callable[..., Settings], database: Database, embedded_service: ModerationService
+) -> Iterator[ApiClient]:
     """An app on the test database with the real default model; requests carry an admin key."""
     settings = make_settings(moderation={"preload": False})
     app = create_app(settings, database=database, moderation=embedded_service)
@@ -152,8 +158,9 @@ class LiveServer:
 
 
 @pytest.fixture
-def live_server(make_settings: Callable[..., Settings], database: Database,
-                embedded_service: ModerationService) -> Iterator[tuple[LiveServer, str]]:
+def live_server(
+    make_settings: Callable[..., Settings], database: Database, embedded_service: ModerationService
+) -> Iterator[tuple[LiveServer, str]]:
     """A real HTTP server with the default model; yields (server, admin key)."""
     settings = make_settings(moderation={"preload": False})
     app = create_app(settings, database=database, moderation=embedded_service)

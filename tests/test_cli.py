@@ -12,7 +12,9 @@ BASTION = [sys.executable, "-m", "bastion.cli"]
 
 
 def run(args: list[str], env: dict[str, str], stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*BASTION, *args], env=env, input=stdin, capture_output=True, text=True, timeout=180)
+    return subprocess.run(
+        [*BASTION, *args], env=env, input=stdin, capture_output=True, text=True, timeout=180
+    )
 
 
 @pytest.fixture

@@ -26,7 +26,9 @@ def ensure_admin_key(settings: Settings, db: Database) -> str | None:
 
 
 def serve(
-    host: Annotated[str | None, typer.Option(help="Address to bind (default from settings: 127.0.0.1).")] = None,
+    host: Annotated[
+        str | None, typer.Option(help="Address to bind (default from settings: 127.0.0.1).")
+    ] = None,
     port: Annotated[int | None, typer.Option(help="Port to listen on (default from settings: 8000).")] = None,
 ) -> None:
     """Start the API server and web UI."""
@@ -45,8 +47,12 @@ def serve(
         typer.echo(f"\n    {secret}\n")
     logging.basicConfig(level=settings.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
     typer.echo(f"Bastion on http://{settings.host}:{settings.port}  (state in {settings.home})")
-    uvicorn.run(create_app(settings, database=db), host=settings.host, port=settings.port,
-                log_level=settings.log_level)
+    uvicorn.run(
+        create_app(settings, database=db),
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+    )
 
 
 @db_app.command("upgrade")

@@ -13,7 +13,9 @@ def test_moderation_needs_a_key(client: ApiClient) -> None:
 
 def test_every_role_may_moderate(client: ApiClient) -> None:
     for role in Role:
-        response = client.post("/v1/moderations", json={"input": "hi"}, headers=client.auth(client.key_for(role)))
+        response = client.post(
+            "/v1/moderations", json={"input": "hi"}, headers=client.auth(client.key_for(role))
+        )
         assert response.status_code == 200, role
 
 
@@ -40,7 +42,10 @@ def test_auth_off_admits_without_key(make_settings, database, embedded_service) 
 
     from bastion.app import create_app
 
-    app = create_app(make_settings(auth="off", moderation={"preload": False}), database=database,
-                     moderation=embedded_service)
+    app = create_app(
+        make_settings(auth="off", moderation={"preload": False}),
+        database=database,
+        moderation=embedded_service,
+    )
     with TestClient(app) as api:
         assert api.post("/v1/moderations", json={"input": "hello"}).status_code == 200

@@ -65,8 +65,10 @@ def test_missing_config_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) ->
         load_settings()
 
 
-@pytest.mark.parametrize("host, ok", [("127.0.0.1", True), ("localhost", True), ("::1", True),
-                                       ("0.0.0.0", False), ("192.168.1.5", False)])
+@pytest.mark.parametrize(
+    "host, ok",
+    [("127.0.0.1", True), ("localhost", True), ("::1", True), ("0.0.0.0", False), ("192.168.1.5", False)],
+)
 def test_auth_off_only_on_loopback(host: str, ok: bool) -> None:
     settings = load_settings(auth="off")
     if ok:

@@ -41,7 +41,9 @@ def test_openai_shape_and_verdicts(client: ApiClient) -> None:
 def test_input_forms_agree(client: ApiClient) -> None:
     as_string = client.post("/v1/moderations", json={"input": THREAT}).json()["results"]
     as_list = client.post("/v1/moderations", json={"input": [THREAT]}).json()["results"]
-    as_parts = client.post("/v1/moderations", json={"input": [{"type": "text", "text": THREAT}]}).json()["results"]
+    as_parts = client.post("/v1/moderations", json={"input": [{"type": "text", "text": THREAT}]}).json()[
+        "results"
+    ]
     assert as_string[0]["category_scores"] == pytest.approx(as_list[0]["category_scores"], abs=1e-5)
     assert as_parts[0]["category_scores"] == pytest.approx(as_list[0]["category_scores"], abs=1e-5)
 
@@ -57,8 +59,9 @@ def test_model_aliases_and_unknown_model(client: ApiClient) -> None:
     assert body["model"] == "bastion-embedded"
     lists_only = client.post("/v1/moderations", json={"input": "hi", "model": "bastion-lists"}).json()
     assert lists_only["model"] == "bastion-lists"
-    error = assert_envelope(client.post("/v1/moderations", json={"input": "hi", "model": "gpt-nope"}), 404,
-                            "model_not_found")
+    error = assert_envelope(
+        client.post("/v1/moderations", json={"input": "hi", "model": "gpt-nope"}), 404, "model_not_found"
+    )
     assert error["param"] == "model"
     models = client.get("/v1/moderations/models").json()
     assert {m["id"] for m in models} >= {"bastion-embedded", "bastion-lists"}
@@ -67,14 +70,18 @@ def test_model_aliases_and_unknown_model(client: ApiClient) -> None:
 
 def test_long_input_is_chunked_not_truncated(client: ApiClient) -> None:
     padding = " ".join(["The committee reviewed the quarterly budget and approved the garden plans."] * 300)
-    results = client.post("/v1/moderations", json={"input": [padding, padding + " " + THREAT]}).json()["results"]
+    results = client.post("/v1/moderations", json={"input": [padding, padding + " " + THREAT]}).json()[
+        "results"
+    ]
     assert results[0]["flagged"] is False
     assert results[1]["flagged"] is True
 
 
 def test_image_parts_are_refused(client: ApiClient) -> None:
     parts = [{"type": "text", "text": "hi"}, {"type": "image_url", "image_url": {"url": "https://x/y.png"}}]
-    error = assert_envelope(client.post("/v1/moderations", json={"input": parts}), 400, "unsupported_input_type")
+    error = assert_envelope(
+        client.post("/v1/moderations", json={"input": parts}), 400, "unsupported_input_type"
+    )
     assert error["type"] == "invalid_request_error"
     assert error["param"] == "input.1"
 
@@ -104,7 +111,17 @@ def test_malformed_bodies_get_400_envelopes(client: ApiClient, body: bytes, stat
 
 @pytest.mark.parametrize(
     "text",
-    ["", "   ", "\x00\x00", "nul\x00inside", "\u200b\u200b", "🙂" * 500, "a" * 100_000, "\ufeff", "\U0010ffff"],
+    [
+        "",
+        "   ",
+        "\x00\x00",
+        "nul\x00inside",
+        "\u200b\u200b",
+        "🙂" * 500,
+        "a" * 100_000,
+        "\ufeff",
+        "\U0010ffff",
+    ],
 )
 def test_odd_strings_are_scored(client: ApiClient, text: str) -> None:
     response = client.post("/v1/moderations", json={"input": text})
@@ -121,12 +138,17 @@ def test_lone_surrogates_are_scored(client: ApiClient) -> None:
 
 def test_limits(client: ApiClient) -> None:
     limits = client.app.state.settings.moderation.limits
-    many = assert_envelope(client.post("/v1/moderations", json={"input": ["x"] * 10_000}), 400, "too_many_items")
+    many = assert_envelope(
+        client.post("/v1/moderations", json={"input": ["x"] * 10_000}), 400, "too_many_items"
+    )
     assert str(limits.max_items) in many["message"]
     assert_envelope(client.post("/v1/moderations", json={"input": "a" * 1_000_000}), 413, "payload_too_large")
     huge = json.dumps({"input": "b" * (limits.max_body_bytes + 10)}).encode()
-    assert_envelope(client.post("/v1/moderations", content=huge, headers={"content-type": "application/json"}),
-                    413, "payload_too_large")
+    assert_envelope(
+        client.post("/v1/moderations", content=huge, headers={"content-type": "application/json"}),
+        413,
+        "payload_too_large",
+    )
 
 
 def test_wrong_method_and_route(client: ApiClient) -> None:

@@ -6,8 +6,9 @@ HALF = dict.fromkeys(CATEGORY_KEYS, 0.5)
 
 
 def test_max_over_backends_and_every_key_present() -> None:
-    result = combine("t", [BackendScores({"hate": 0.2}), BackendScores({"hate": 0.7, "sexual": 0.1})],
-                     [HALF, HALF], {})
+    result = combine(
+        "t", [BackendScores({"hate": 0.2}), BackendScores({"hate": 0.7, "sexual": 0.1})], [HALF, HALF], {}
+    )
     assert set(result.category_scores) == set(CATEGORY_KEYS)
     assert result.category_scores["hate"] == 0.7
     assert result.categories["hate"] and result.flagged
@@ -37,8 +38,12 @@ def test_subcategory_implies_parent() -> None:
 
 
 def test_allow_list_clears_flag() -> None:
-    result = combine("t", [BackendScores({"sexual": 0.99}), BackendScores({}, allowed=frozenset({"sexual"}))],
-                     [HALF, HALF], {})
+    result = combine(
+        "t",
+        [BackendScores({"sexual": 0.99}), BackendScores({}, allowed=frozenset({"sexual"}))],
+        [HALF, HALF],
+        {},
+    )
     assert not result.categories["sexual"]
     assert result.category_scores["sexual"] == 0.99
 
@@ -52,8 +57,13 @@ def test_nan_and_out_of_range_scores_are_clipped() -> None:
 
 def test_explanations_only_for_flagged() -> None:
     text = "you idiot, nice day"
-    result = combine(text, [BackendScores({"harassment": 0.9}, spans={"harassment": [(4, 9)], "hate": [(0, 3)]})],
-                     [HALF], {}, explain=True)
+    result = combine(
+        text,
+        [BackendScores({"harassment": 0.9}, spans={"harassment": [(4, 9)], "hate": [(0, 3)]})],
+        [HALF],
+        {},
+        explain=True,
+    )
     assert result.explanations is not None
     assert set(result.explanations) == {"harassment"}
     assert result.explanations["harassment"][0].text == "idiot"

@@ -51,9 +51,15 @@ def list_keys(
         return
     table = Table("id", "name", "role", "prefix", "created", "last used", "revoked")
     for k in keys:
-        table.add_row(k.id, k.name, k.role.value, k.prefix + "…", f"{k.created_at:%Y-%m-%d %H:%M}",
-                      f"{k.last_used_at:%Y-%m-%d %H:%M}" if k.last_used_at else "-",
-                      f"{k.revoked_at:%Y-%m-%d %H:%M}" if k.revoked_at else "-")
+        table.add_row(
+            k.id,
+            k.name,
+            k.role.value,
+            k.prefix + "…",
+            f"{k.created_at:%Y-%m-%d %H:%M}",
+            f"{k.last_used_at:%Y-%m-%d %H:%M}" if k.last_used_at else "-",
+            f"{k.revoked_at:%Y-%m-%d %H:%M}" if k.revoked_at else "-",
+        )
     Console().print(table)
 
 

@@ -35,7 +35,9 @@ def require_roles(*roles: Role) -> Callable[[Request], Principal]:
         principal = current_principal(request)
         if principal.role not in allowed:
             names = ", ".join(sorted(r.value for r in allowed))
-            raise PermissionDenied(f"this route needs one of the roles: {names}; your key is {principal.role.value}")
+            raise PermissionDenied(
+                f"this route needs one of the roles: {names}; your key is {principal.role.value}"
+            )
         return principal
 
     return dependency

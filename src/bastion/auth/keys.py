@@ -41,7 +41,9 @@ class KeyInfo:
 
     @classmethod
     def of(cls, row: ApiKey) -> KeyInfo:
-        return cls(row.id, row.name, Role(row.role), row.prefix, row.created_at, row.last_used_at, row.revoked_at)
+        return cls(
+            row.id, row.name, Role(row.role), row.prefix, row.created_at, row.last_used_at, row.revoked_at
+        )
 
 
 @dataclass(frozen=True)
@@ -102,7 +104,9 @@ class KeyStore:
         with self.db.session() as session:
             row = session.get(ApiKey, key_id)
             if row is None:
-                raise NotFound(f"no API key with id {key_id!r}; `bastion keys list` shows the ids", param="key_id")
+                raise NotFound(
+                    f"no API key with id {key_id!r}; `bastion keys list` shows the ids", param="key_id"
+                )
             if row.revoked_at is None:
                 row.revoked_at = utcnow()
             return KeyInfo.of(row)

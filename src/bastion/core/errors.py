@@ -39,7 +39,14 @@ class BastionError(Exception):
 
     def envelope(self) -> dict[str, Any]:
         """The OpenAI error envelope for this error."""
-        return {"error": {"message": self.message, "type": self.error_type, "param": self.param, "code": self.code}}
+        return {
+            "error": {
+                "message": self.message,
+                "type": self.error_type,
+                "param": self.param,
+                "code": self.code,
+            }
+        }
 
 
 class ConfigError(BastionError):

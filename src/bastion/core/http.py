@@ -35,11 +35,24 @@ _STATUS_TYPES = {
 }
 
 
-def error_response(status: int, message: str, *, type_: str | None = None, param: str | None = None,
-                   code: str | None = None, headers: dict[str, str] | None = None) -> JSONResponse:
+def error_response(
+    status: int,
+    message: str,
+    *,
+    type_: str | None = None,
+    param: str | None = None,
+    code: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
     """A JSON response in OpenAI's error envelope."""
-    body = {"error": {"message": message, "type": type_ or _STATUS_TYPES.get(status, "server_error"),
-                      "param": param, "code": code}}
+    body = {
+        "error": {
+            "message": message,
+            "type": type_ or _STATUS_TYPES.get(status, "server_error"),
+            "param": param,
+            "code": code,
+        }
+    }
     return JSONResponse(body, status_code=status, headers=headers)
 
 
@@ -72,7 +85,9 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(BastionError)
     async def _bastion_error(_request: Request, exc: BastionError) -> JSONResponse:
-        headers = {"Retry-After": str(max(1, round(exc.retry_after)))} if isinstance(exc, RateLimited) else None
+        headers = (
+            {"Retry-After": str(max(1, round(exc.retry_after)))} if isinstance(exc, RateLimited) else None
+        )
         if exc.status_code >= 500:
             logger.error("%s: %s", type(exc).__name__, exc.message)
         return JSONResponse(exc.envelope(), status_code=exc.status_code, headers=headers)
@@ -92,7 +107,9 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:
         logger.exception("unhandled error", exc_info=exc)
-        return error_response(500, "The server had an error while processing your request.", type_="server_error")
+        return error_response(
+            500, "The server had an error while processing your request.", type_="server_error"
+        )
 
 
 class BodyLimitMiddleware:
@@ -143,7 +160,8 @@ class BodyLimitMiddleware:
 
     async def _reject(self, scope: Scope, receive: Receive, send: Send) -> None:
         response = error_response(
-            413, f"Request body is larger than the limit of {self.limit} bytes. Send fewer or shorter inputs.",
+            413,
+            f"Request body is larger than the limit of {self.limit} bytes. Send fewer or shorter inputs.",
             code="payload_too_large",
         )
         await response(scope, receive, send)

@@ -38,7 +38,9 @@ def load_plugins() -> None:
             try:
                 ep.load()
             except ImportError as exc:
-                raise ConfigError(f"plugin entry point {ep.name!r} ({ep.value}) failed to import: {exc}") from exc
+                raise ConfigError(
+                    f"plugin entry point {ep.name!r} ({ep.value}) failed to import: {exc}"
+                ) from exc
         if "bastion.plugins" not in names:
             # Running from a source tree that was never installed: the built-ins still load.
             importlib.import_module("bastion.plugins")

@@ -75,7 +75,9 @@ class ModerationLimits(Strict):
     """Request limits for `/v1/moderations`; beyond them the API answers 400 or 413."""
 
     max_items: int = Field(2048, ge=1, description="Inputs per request.")
-    max_chars_per_item: int = Field(200_000, ge=1, description="Characters per input (long input is chunked).")
+    max_chars_per_item: int = Field(
+        200_000, ge=1, description="Characters per input (long input is chunked)."
+    )
     max_body_bytes: int = Field(8 * 1024 * 1024, ge=1024, description="Request body size in bytes.")
 
 
@@ -112,7 +114,9 @@ class ModerationSettings(Strict):
     def _references_exist(self) -> ModerationSettings:
         self.policies.setdefault("default", ModerationPolicy())
         if self.default_model not in self.models:
-            raise ValueError(f"default_model {self.default_model!r} is not among models: {sorted(self.models)}")
+            raise ValueError(
+                f"default_model {self.default_model!r} is not among models: {sorted(self.models)}"
+            )
         for name, spec in self.models.items():
             if spec.policy not in self.policies:
                 raise ValueError(f"model {name!r} uses policy {spec.policy!r}, which is not defined")
@@ -135,7 +139,10 @@ def _config_file() -> Path | None:
         if not path.is_file():
             raise ConfigError(f"BASTION_CONFIG points to {path}, which is not a file")
         return path
-    for candidate in (Path("bastion.toml"), Path(os.environ.get("BASTION_HOME", "~/.bastion")) / "bastion.toml"):
+    for candidate in (
+        Path("bastion.toml"),
+        Path(os.environ.get("BASTION_HOME", "~/.bastion")) / "bastion.toml",
+    ):
         candidate = candidate.expanduser()
         if candidate.is_file():
             return candidate

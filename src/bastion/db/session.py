@@ -33,7 +33,9 @@ def make_engine(url: str) -> Engine:
     try:
         engine = create_engine(url, **kwargs)
     except (ImportError, ValueError) as exc:
-        raise ConfigError(f"cannot use database URL {url!r}: {exc}. For PostgreSQL: pip install 'bastion[postgres]'") from exc
+        raise ConfigError(
+            f"cannot use database URL {url!r}: {exc}. For PostgreSQL: pip install 'bastion[postgres]'"
+        ) from exc
     if engine.dialect.name == "sqlite":
 
         @event.listens_for(engine, "connect")
@@ -64,7 +66,9 @@ class Database:
             session.commit()
         except OperationalError as exc:
             session.rollback()
-            raise ConfigError(f"database {self.engine.url.render_as_string(hide_password=True)} failed: {exc.orig}") from exc
+            raise ConfigError(
+                f"database {self.engine.url.render_as_string(hide_password=True)} failed: {exc.orig}"
+            ) from exc
         except BaseException:
             session.rollback()
             raise

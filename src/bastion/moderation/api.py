@@ -26,7 +26,8 @@ def texts_of(request: ModerationRequest, limits: ModerationLimits) -> list[str]:
         raise InvalidRequest("'input' must not be an empty array.", param="input", code="empty_input")
     if len(items) > limits.max_items:
         raise InvalidRequest(
-            f"'input' has {len(items)} items; the limit is {limits.max_items} per request. Split it into batches.",
+            f"'input' has {len(items)} items; the limit is {limits.max_items} per request. "
+            "Split it into batches.",
             param="input",
             code="too_many_items",
         )

@@ -57,7 +57,8 @@ def read_inputs(texts: list[str], files: list[Path]) -> list[str]:
 def moderate(
     texts: Annotated[list[str] | None, typer.Argument(help="Texts to score; '-' reads stdin.")] = None,
     file: Annotated[
-        list[Path] | None, typer.Option("--file", "-f", help="A file of texts: .jsonl rows with 'text', else lines.")
+        list[Path] | None,
+        typer.Option("--file", "-f", help="A file of texts: .jsonl rows with 'text', else lines."),
     ] = None,
     model: Annotated[str | None, typer.Option(help="Moderation model (default from settings).")] = None,
     batch_size: Annotated[int, typer.Option(min=1, help="Texts per batch.")] = 64,
@@ -71,8 +72,13 @@ def moderate(
     stderr = Console(stderr=True)
     results = []
     with Progress(
-        TextColumn("moderating"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-        console=stderr, transient=True, disable=len(inputs) <= batch_size,
+        TextColumn("moderating"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=stderr,
+        transient=True,
+        disable=len(inputs) <= batch_size,
     ) as progress:
         task = progress.add_task("moderate", total=len(inputs))
         for start in range(0, len(inputs), batch_size):

@@ -56,9 +56,17 @@ class ModerationModel:
             per_backend = [backend.score(cleaned) for backend in self.backends]
         for backend, scores in zip(self.backends, per_backend, strict=True):
             if len(scores) != len(cleaned):
-                raise ConfigError(f"backend {backend.plugin_name!r} returned {len(scores)} results for {len(cleaned)}")
+                raise ConfigError(
+                    f"backend {backend.plugin_name!r} returned {len(scores)} results for {len(cleaned)}"
+                )
         return [
-            combine(text, [scores[i] for scores in per_backend], self.backend_thresholds, self.policy_thresholds, explain)
+            combine(
+                text,
+                [scores[i] for scores in per_backend],
+                self.backend_thresholds,
+                self.policy_thresholds,
+                explain,
+            )
             for i, text in enumerate(cleaned)
         ]
 
@@ -90,7 +98,9 @@ class ModerationService:
         resolved = self.settings.moderation.resolve(name)
         if resolved is None:
             known = ", ".join(sorted([*self.settings.moderation.models, *self.settings.moderation.aliases]))
-            raise ModelNotFound(f"The model '{name}' does not exist. Configured models: {known}", param="model")
+            raise ModelNotFound(
+                f"The model '{name}' does not exist. Configured models: {known}", param="model"
+            )
         return resolved
 
     def model(self, name: str | None = None) -> ModerationModel:
@@ -100,7 +110,9 @@ class ModerationService:
             model = self._models.get(resolved)
             if model is None:
                 try:
-                    model = ModerationModel(resolved, self.settings.moderation.models[resolved], self.settings)
+                    model = ModerationModel(
+                        resolved, self.settings.moderation.models[resolved], self.settings
+                    )
                 except BastionError:
                     raise
                 except Exception as exc:
