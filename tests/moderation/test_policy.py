@@ -67,3 +67,10 @@ def test_explanations_only_for_flagged() -> None:
     assert result.explanations is not None
     assert set(result.explanations) == {"harassment"}
     assert result.explanations["harassment"][0].text == "idiot"
+
+
+def test_backend_flags_replace_its_thresholds() -> None:
+    remote = BackendScores({"hate": 0.3, "sexual": 0.9}, flags={"hate": True, "sexual": False})
+    result = combine("t", [remote], [HALF], {})
+    assert result.categories["hate"]
+    assert not result.categories["sexual"]

@@ -21,7 +21,7 @@ def combine(
     - score: the max over backends; a parent category is at least as high as its subcategories
       (`hate/threatening` implies `hate`).
     - flag: with a policy threshold for the category, combined score >= it; otherwise any backend's
-      score >= that backend's own threshold.
+      score >= that backend's own threshold (or the backend's own flag, when it reports flags).
     - an allow-list match for the category clears its flag, whatever the scores.
     """
     scores = dict.fromkeys(CATEGORY_KEYS, 0.0)
@@ -33,7 +33,9 @@ def combine(
         for key in CATEGORY_KEYS:
             score = _clip(result.scores.get(key, 0.0))
             scores[key] = max(scores[key], score)
-            if score >= thresholds.get(key, 0.5):
+            if result.flags is not None:
+                flags[key] = flags[key] or result.flags.get(key, False)
+            elif score >= thresholds.get(key, 0.5):
                 flags[key] = True
         for key, found in result.spans.items():
             spans.setdefault(key, []).extend(found)

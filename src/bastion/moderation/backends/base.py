@@ -34,12 +34,14 @@ class BackendScores:
 
     `allowed` lists categories that an allow list clears for this text: it overrides a flag from any
     backend. `spans` maps a category to the (start, end) character spans that drove its score, when
-    the backend can tell.
+    the backend can tell. `flags`, when set, are the backend's own verdicts (a remote service that applies
+    its own thresholds) and replace the threshold test for this backend.
     """
 
     scores: dict[str, float]
     allowed: frozenset[str] = frozenset()
     spans: dict[str, list[tuple[int, int]]] = field(default_factory=dict)
+    flags: dict[str, bool] | None = None
 
 
 class ModerationBackend(ABC):
