@@ -1,0 +1,178 @@
+"""`bastion moderation train` and `bastion moderation eval`: the embedded model's training and evaluation."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from bastion.core.errors import BastionError
+from bastion.core.taxonomy import CATEGORY_KEYS
+
+model_app = typer.Typer(
+    name="moderation",
+    help="Train and evaluate the embedded moderation model.",
+    no_args_is_help=True,
+)
+
+console = Console()
+
+
+def _fail(message: str) -> typer.Exit:
+    print(f"error: {message}", file=sys.stderr)
+    return typer.Exit(1)
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.3f}"
+    return str(value)
+
+
+def metrics_table(metrics: dict[str, Any], title: str) -> Table:
+    """A rich table with one row per category plus `any`."""
+    table = Table(title=title)
+    for column in ("category", "n", "pos", "AUPRC", "ROC-AUC", "threshold", "precision", "recall", "F1"):
+        if column == "category":
+            table.add_column(column, no_wrap=True, min_width=22)
+        else:
+            table.add_column(column, justify="right")
+    for key in [*CATEGORY_KEYS, "any"]:
+        m = metrics.get(key)
+        if m is None:
+            continue
+        table.add_row(
+            key,
+            _fmt(m.get("n")),
+            _fmt(m.get("positives")),
+            _fmt(m.get("auprc")),
+            _fmt(m.get("roc_auc")),
+            _fmt(m.get("threshold")),
+            _fmt(m.get("precision")),
+            _fmt(m.get("recall")),
+            _fmt(m.get("f1")),
+        )
+    return table
+
+
+@model_app.command("train")
+def train(
+    output_dir: Annotated[
+        Path | None,
+        typer.Option(help="Where to write heads.npz and card.json (default: the packaged artefacts folder)."),
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Random seed for sampling, splits and initialisation.")] = 0,
+    json_output: Annotated[
+        bool, typer.Option("--json", help="Print the model card as JSON instead of tables.")
+    ] = False,
+) -> None:
+    """Train the embedded backend's heads on the public data sets and report held-out metrics."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from bastion.core.settings import load_settings
+    from bastion.moderation.train import train_heads
+
+    try:
+        settings = load_settings()
+        with Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=Console(stderr=True),
+            disable=json_output,
+        ) as bar:
+            tasks: dict[str, Any] = {}
+
+            def progress(stage: str, done: int, total: int) -> None:
+                if stage not in tasks:
+                    tasks[stage] = bar.add_task(stage, total=total)
+                bar.update(tasks[stage], completed=done, total=total)
+
+            card = train_heads(settings, output_dir=output_dir, seed=seed, progress=progress)
+    except BastionError as exc:
+        raise _fail(exc.message) from exc
+    if json_output:
+        typer.echo(json.dumps(card, indent=1))
+        return
+    console.print(
+        metrics_table(card["metrics"]["source_held_out"], "source-held-out (leave one source family out)")
+    )
+    console.print(metrics_table(card["metrics"]["random_test"], "random held-out test split"))
+    xs = card["metrics"]["xstest_any_harm"]
+    console.print(
+        f"XSTest any-harm: AUPRC {_fmt(xs['auprc'])}, ROC-AUC {_fmt(xs['roc_auc'])}, "
+        f"recall {_fmt(xs['recall'])}, false-positive rate on safe prompts {_fmt(xs['fpr'])}"
+    )
+    console.print(f"trained in {card['training_seconds']} s; wrote {output_dir or 'packaged artefacts'}")
+
+
+def _score_texts(texts: list[str], model: str | None) -> tuple[list[dict[str, float]], dict[str, float]]:
+    """Scores and thresholds through `ModerationService` when it exists, else the embedded backend alone."""
+    from bastion.core.settings import BackendSpec, load_settings
+
+    settings = load_settings()
+    try:
+        from bastion.moderation.service import ModerationService
+    except ImportError:
+        ModerationService = None  # type: ignore[assignment,misc]
+    if ModerationService is not None and hasattr(ModerationService, "model"):
+        service = ModerationService(settings)
+        try:
+            loaded = service.model(model)
+            results = loaded.moderate(texts)
+            return [dict(r.category_scores) for r in results], dict(loaded.thresholds)
+        finally:
+            service.close()
+    if model not in (None, "default", "embedded", "bastion-embedded"):
+        raise BastionError(f"model {model!r} needs the moderation service, which is not available")
+    from bastion.moderation.backends.base import create_backend
+
+    backend = create_backend(BackendSpec(plugin="embedded"), settings)
+    try:
+        return [r.scores for r in backend.score(texts)], backend.default_thresholds
+    finally:
+        backend.close()
+
+
+@model_app.command("eval")
+def eval_command(
+    data: Annotated[
+        Path, typer.Option(help='JSONL file of {"text": ..., "labels": {category: 0|1}} rows.', exists=False)
+    ],
+    model: Annotated[
+        str | None, typer.Option(help="Moderation model name (default: the default model).")
+    ] = None,
+    json_path: Annotated[
+        str | None,
+        typer.Option("--json", help="Write the metrics as JSON to this path ('-' prints them to stdout)."),
+    ] = None,
+) -> None:
+    """Score a labelled JSONL file and print AUPRC, ROC-AUC and P/R/F1 at the model's thresholds."""
+    from bastion.moderation.evaluate import evaluate, load_eval_rows
+
+    try:
+        texts, labels = load_eval_rows(data)
+        if not texts:
+            raise _fail(f"{data} holds no rows")
+        scores, thresholds = _score_texts(texts, model)
+        metrics = evaluate(scores, labels, thresholds)
+    except BastionError as exc:
+        raise _fail(exc.message) from exc
+    if json_path == "-":
+        typer.echo(json.dumps(metrics, indent=1))
+        return
+    console.print(metrics_table(metrics, f"{data.name}: {len(texts)} texts"))
+    if json_path:
+        try:
+            Path(json_path).write_text(json.dumps(metrics, indent=1) + "\n", encoding="utf-8")
+        except OSError as exc:
+            raise _fail(f"cannot write {json_path}: {exc.strerror or exc}") from exc
+        console.print(f"wrote {json_path}")

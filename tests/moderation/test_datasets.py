@@ -1,0 +1,71 @@
+"""Dataset loaders: known category keys only, sane labels, every category covered, XSTest kept apart."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from bastion.core.taxonomy import CATEGORY_KEYS
+from bastion.moderation.datasets import (
+    SOURCES,
+    LoadedData,
+    load_all,
+    load_seed,
+    load_xstest,
+    make_labels,
+    normalise_key,
+)
+
+DATA = Path(os.environ.get("BASTION_DATA_DIR", Path(__file__).resolve().parents[3] / "shared" / "data"))
+
+
+def test_make_labels_closes_over_parents_and_children() -> None:
+    labels = make_labels(pos=["self-harm/intent"], zero=["hate", "sexual"])
+    assert labels["self-harm/intent"] == 1 and labels["self-harm"] == 1
+    assert labels["hate"] == 0 and labels["hate/threatening"] == 0
+    assert labels["sexual/minors"] == 0
+    assert labels["violence"] is None
+    assert list(labels) == list(CATEGORY_KEYS)
+
+
+def test_seed_is_marked_team_written_and_has_no_minor_sexual_positives() -> None:
+    rows = load_seed()
+    assert len(rows) > 50
+    assert all(set(r.labels) == set(CATEGORY_KEYS) for r in rows)
+    assert not any(r.labels["sexual/minors"] == 1 for r in rows)
+
+
+@pytest.fixture(scope="module")
+def loaded() -> LoadedData:
+    if not (DATA / "README.md").is_file():
+        pytest.skip("public data sets not present")
+    return load_all(DATA)
+
+
+def test_every_source_returns_known_keys_and_binary_labels(loaded: LoadedData) -> None:
+    assert set(loaded.files) == {*SOURCES, "seed"}
+    assert all(path.is_file() for files in loaded.files.values() for path in files)
+    families = {row.source.split(":")[0] for row in loaded.rows}
+    assert families == {*SOURCES, "seed"}
+    for row in loaded.rows:
+        assert list(row.labels) == list(CATEGORY_KEYS)
+        assert all(v in (0, 1, None) for v in row.labels.values())
+        assert any(v is not None for v in row.labels.values())
+        assert isinstance(row.text, str) and row.text
+
+
+def test_load_all_dedupes_covers_every_category_and_excludes_xstest(loaded: LoadedData) -> None:
+    keys = [normalise_key(r.text) for r in loaded.rows]
+    assert len(keys) == len(set(keys))
+    for category in CATEGORY_KEYS:
+        assert any(r.labels[category] == 1 for r in loaded.rows), f"no positives for {category}"
+        assert any(r.labels[category] == 0 for r in loaded.rows), f"no negatives for {category}"
+    xs_texts, xs_labels, _ = load_xstest(DATA)
+    assert len(xs_texts) == 450 and sum(xs_labels) == 200
+    train_keys = set(keys)
+    assert not any(normalise_key(t) in train_keys for t in xs_texts)
+    # Masking: a hate-only source says nothing about self-harm.
+    stormfront = [r for r in loaded.rows if r.source == "stormfront"]
+    assert stormfront and all(r.labels["self-harm"] is None for r in stormfront)

@@ -1,0 +1,125 @@
+"""The embedded backend with the shipped heads: clear cases, long text, odd input, options, card."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from bastion.core.errors import ConfigError, DependencyMissing
+from bastion.core.settings import BackendSpec, load_settings
+from bastion.core.taxonomy import CATEGORY_KEYS
+from bastion.moderation.backends.base import create_backend, moderation_backends
+from bastion.moderation.backends.embedded import EmbeddedBackend
+from bastion.moderation.encoder import sanitize
+from bastion.moderation.train import default_artifacts_dir
+
+THREAT = "I am going to kill you and your whole family tonight"
+BENIGN = "What's the weather like in Paris tomorrow?"
+
+
+@pytest.fixture(scope="module")
+def backend() -> Iterator[EmbeddedBackend]:
+    created = create_backend(BackendSpec(plugin="embedded"), load_settings())
+    assert isinstance(created, EmbeddedBackend)
+    yield created
+    created.close()
+
+
+def flagged(backend: EmbeddedBackend, scores: dict[str, float]) -> set[str]:
+    thresholds = backend.default_thresholds
+    return {k for k, v in scores.items() if v >= thresholds[k]}
+
+
+def test_registered_and_options_are_strict() -> None:
+    assert moderation_backends.get("embedded") is EmbeddedBackend
+    with pytest.raises(ConfigError):
+        create_backend(BackendSpec(plugin="embedded", options={"no_such_option": 1}), load_settings())
+    with pytest.raises(ConfigError):
+        create_backend(
+            BackendSpec(plugin="embedded", options={"heads_path": "/nonexistent"}), load_settings()
+        )
+
+
+def test_shipped_artifacts_are_small_and_complete() -> None:
+    folder = default_artifacts_dir()
+    assert (folder / "heads.npz").stat().st_size + (folder / "card.json").stat().st_size < 1_000_000
+
+
+def test_clear_threat_flagged_and_weather_question_not(backend: EmbeddedBackend) -> None:
+    threat, benign = backend.score([THREAT, BENIGN])
+    assert set(threat.scores) == set(CATEGORY_KEYS)
+    assert flagged(backend, threat.scores) & {"harassment/threatening", "violence"}
+    assert flagged(backend, benign.scores) == set()
+    assert threat.spans and all(
+        start < end <= len(THREAT) for spans in threat.spans.values() for start, end in spans
+    )
+
+
+def test_harmful_sentence_after_long_benign_text_is_found(backend: EmbeddedBackend) -> None:
+    filler = " ".join(
+        ["The committee reviewed the quarterly budget and agreed to repaint the library next spring."] * 230
+    )
+    assert len(filler.split()) >= 3000
+    text = filler + " " + THREAT + "."
+    (result,) = backend.score([text])
+    hits = flagged(backend, result.scores) & {"harassment/threatening", "violence"}
+    assert hits
+    start, end = next(iter(result.spans[next(iter(hits))]))
+    assert start > len(filler) // 2 and end == len(text)
+    (plain,) = backend.score([filler])
+    assert not flagged(backend, plain.scores) & {"harassment/threatening", "violence"}
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["", "   \n\t ", "a\x00b\x00", "\ud800", "lone \udfff surrogate \ud83d", "🙂" * 50, " " * 199_998 + "hi"],
+)
+def test_weird_input_does_not_crash(backend: EmbeddedBackend, text: str) -> None:
+    (result,) = backend.score([text])
+    assert set(result.scores) == set(CATEGORY_KEYS)
+    assert all(0.0 <= v <= 1.0 for v in result.scores.values())
+
+
+def test_sanitize_keeps_length() -> None:
+    for text in ["\ud800x", "a\x00b", "plain", "é\udfffé"]:
+        assert len(sanitize(text)) == len(text)
+        sanitize(text).encode("utf-8")
+
+
+def test_two_hundred_thousand_characters_are_chunked(backend: EmbeddedBackend) -> None:
+    # Words over 100 characters are one token each, so 200,000 characters stay quick to encode.
+    text = ("a" * 150 + " ") * 1325 + THREAT
+    assert len(text) > 200_000
+    chunks = backend.encoder.encode_chunks([text])
+    assert len(chunks.offsets) > 3 and chunks.offsets[-1][1] == len(text)
+    assert set(chunks.text_index.tolist()) == {0}
+    (result,) = backend.score([text])
+    assert set(result.scores) == set(CATEGORY_KEYS)
+
+
+def test_describe_records_hashes(backend: EmbeddedBackend) -> None:
+    info = backend.describe()
+    assert info["plugin"] == "embedded"
+    assert len(info["heads_sha256"]) == 64
+    assert info["encoder_fingerprint"] == info["trained_encoder_fingerprint"]
+    assert info["data_sha256"] and all(len(h) == 64 for h in info["data_sha256"].values())
+    assert set(backend.default_thresholds) == set(CATEGORY_KEYS)
+
+
+def test_missing_torch_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    from bastion.moderation import encoder
+
+    monkeypatch.setitem(sys.modules, "torch", None)
+    with pytest.raises(DependencyMissing, match=r"bastion\[ml\]"):
+        encoder.Encoder()
+
+
+def test_other_local_encoder_folder_is_accepted(tmp_path: Path) -> None:
+    from bastion.moderation.encoder import Encoder, default_model_path
+
+    with pytest.raises(ConfigError):
+        Encoder(tmp_path)
+    assert Encoder(default_model_path(), max_length=128).max_length == 128
