@@ -76,7 +76,7 @@ class ModerationLimits(Strict):
 
     max_items: int = Field(2048, ge=1, description="Inputs per request.")
     max_chars_per_item: int = Field(
-        200_000, ge=1, description="Characters per input (long input is chunked)."
+        50_000, ge=1, description="Characters per input (long input is chunked)."
     )
     max_body_bytes: int = Field(8 * 1024 * 1024, ge=1024, description="Request body size in bytes.")
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from sqlalchemy import DateTime, Index, String
+from sqlalchemy import JSON, Boolean, DateTime, Float, Index, Integer, String
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -32,3 +32,38 @@ class ApiKey(Base):
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
     __table_args__ = (Index("ix_api_keys_role", "role"),)
+
+
+class UsageEvent(Base):
+    """One gateway request: who, which model, how long, how many tokens, what moderation decided.
+
+    No message content is stored here (conversations belong to the privacy capability).
+    """
+
+    __tablename__ = "usage_events"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    key_id: Mapped[str] = mapped_column(String(64))
+    user: Mapped[str | None] = mapped_column(String(256), nullable=True)
+    model: Mapped[str] = mapped_column(String(200))
+    backend: Mapped[str] = mapped_column(String(64))
+    policy: Mapped[str] = mapped_column(String(64))
+    stream: Mapped[bool] = mapped_column(Boolean, default=False)
+    status: Mapped[str] = mapped_column(String(32))
+    action: Mapped[str] = mapped_column(String(16))
+    http_status: Mapped[int] = mapped_column(Integer)
+    error_code: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    latency_ms: Mapped[float] = mapped_column(Float)
+    upstream_ms: Mapped[float | None] = mapped_column(Float, nullable=True)
+    prompt_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    completion_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    input_categories: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
+    output_categories: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
+    input_scores: Mapped[dict[str, float]] = mapped_column(JSON, default=dict)
+    output_scores: Mapped[dict[str, float]] = mapped_column(JSON, default=dict)
+
+    __table_args__ = (
+        Index("ix_usage_events_created_at", "created_at"),
+        Index("ix_usage_events_key_id", "key_id", "created_at"),
+    )
