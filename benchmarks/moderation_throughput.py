@@ -1,0 +1,292 @@
+"""Moderation speed: Bastion's default model against the `alt-profanity-check` baseline, in one run.
+
+    python benchmarks/moderation_throughput.py            # full run (a few minutes on 2 cores)
+    python benchmarks/moderation_throughput.py --quick    # smoke run (well under a minute)
+    python benchmarks/moderation_throughput.py --json out.json
+
+What is measured, for each system, on the same synthetic texts (`benchmarks/texts.py`, ~20 and ~200
+words, generated deterministically):
+
+- throughput, texts/s, at batch sizes 1, 32 and 128 on short and on long texts: whole batches are
+  scored back to back, different texts each time, until both a minimum time and a minimum number of
+  batches are reached; a warm-up call (up to 16 texts) per configuration is not counted;
+- latency of one text per call (p50, p99), after a warm-up;
+- peak resident memory: each system is loaded in a fresh subprocess (same interpreter) that imports
+  it, scores a batch of 128 long and 128 short texts, and reports its peak RSS (Linux `VmHWM`: the
+  whole process, i.e. interpreter, libraries, model and activations; not `ru_maxrss`, which Linux
+  carries over from the parent across fork and exec) and the same minus the RSS the bare worker had
+  before importing the system ("above bare").
+
+Throughput and latency of both systems are measured in this one process, one after the other, with
+each library's default threading (torch uses every core; the baseline's linear model is single-threaded).
+Ratios are Bastion / baseline: above 1 means Bastion is faster for texts/s, slower for latency, and
+heavier for memory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import numpy as np
+
+from benchmarks.texts import long_texts, short_texts
+
+Scorer = Callable[[Sequence[str]], Any]
+SYSTEMS = ("bastion", "baseline")
+BATCHES = (1, 32, 128)
+MEMORY_METHOD = (
+    "peak RSS (Linux VmHWM) of a fresh subprocess per system, after scoring 128 long and 128 short texts"
+)
+
+
+@dataclass(frozen=True)
+class Budget:
+    """How long each measurement runs."""
+
+    min_seconds: float
+    min_batches: int
+    latency_short: int
+    latency_long: int
+    pool: int
+
+    @classmethod
+    def for_run(cls, quick: bool) -> Budget:
+        if quick:
+            return cls(min_seconds=0.4, min_batches=1, latency_short=30, latency_long=10, pool=256)
+        return cls(min_seconds=3.0, min_batches=2, latency_short=200, latency_long=50, pool=768)
+
+
+def load_system(system: str, model: str | None) -> tuple[Scorer, str]:
+    """A scoring function for `system` and the name of what it runs."""
+    if system == "bastion":
+        from bastion.core.settings import load_settings
+        from bastion.moderation.service import ModerationService
+
+        service = ModerationService(load_settings())
+        loaded = service.model(model)
+        return loaded.moderate, loaded.name
+    if system == "baseline":
+        try:
+            from profanity_check import predict_prob
+        except ImportError as exc:  # pragma: no cover - depends on the environment
+            raise SystemExit("the baseline needs `pip install alt-profanity-check`") from exc
+        return predict_prob, "alt-profanity-check"
+    raise SystemExit(f"unknown system {system!r}; expected one of {SYSTEMS}")
+
+
+def throughput(score: Scorer, pool: Sequence[str], batch: int, budget: Budget) -> float:
+    """Texts per second scoring `batch` texts per call, cycling through `pool`."""
+    position = 0
+
+    def next_batch() -> list[str]:
+        nonlocal position
+        chunk = [pool[(position + i) % len(pool)] for i in range(batch)]
+        position += batch
+        return chunk
+
+    score(next_batch()[:16])  # warm-up (a slice: enough to warm the code path, cheap for big batches)
+    done = 0
+    calls = 0
+    started = time.perf_counter()
+    elapsed = 0.0
+    while calls < budget.min_batches or elapsed < budget.min_seconds:
+        score(next_batch())
+        done += batch
+        calls += 1
+        elapsed = time.perf_counter() - started
+    return done / elapsed
+
+
+def latency(score: Scorer, pool: Sequence[str], n: int) -> tuple[float, float]:
+    """(p50, p99) milliseconds for one text per call."""
+    for text in pool[:5]:  # warm-up
+        score([text])
+    times = []
+    for i in range(n):
+        text = pool[(i + 5) % len(pool)]
+        started = time.perf_counter()
+        score([text])
+        times.append((time.perf_counter() - started) * 1000)
+    return float(np.percentile(times, 50)), float(np.percentile(times, 99))
+
+
+def current_rss_mb() -> float:
+    """Resident memory of this process now, from /proc (Linux)."""
+    try:
+        with open("/proc/self/statm") as statm:
+            pages = int(statm.read().split()[1])
+        return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except (OSError, ValueError):  # pragma: no cover - not Linux
+        return float("nan")
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process image.
+
+    On Linux this is `VmHWM` from /proc/self/status: the high-water mark of this address space, which
+    starts afresh at exec. `ru_maxrss` is not used there because Linux carries it across fork and exec,
+    so a worker would report its parent's size when that was larger. Elsewhere `ru_maxrss` is the
+    fallback (KiB on Linux, bytes on macOS).
+    """
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 2**10
+    except OSError:  # pragma: no cover - not Linux
+        pass
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 2**10
+
+
+def memory_worker(system: str, model: str | None) -> dict[str, float]:
+    """Run in a fresh subprocess: load `system`, score a batch, report peak and bare RSS."""
+    bare = current_rss_mb()
+    score, _name = load_system(system, model)
+    score(long_texts(128, seed=7))
+    score(short_texts(128, seed=7))
+    peak = peak_rss_mb()
+    return {"peak_rss_mb": peak, "bare_rss_mb": bare, "above_bare_mb": peak - bare}
+
+
+def measure_memory(system: str, model: str | None) -> dict[str, float]:
+    """`memory_worker` in a subprocess of the same interpreter; its JSON is the last line it prints."""
+    command = [sys.executable, str(Path(__file__).resolve()), "--memory-worker", system]
+    if model:
+        command += ["--model", model]
+    done = subprocess.run(command, capture_output=True, text=True, check=False, timeout=600)
+    if done.returncode != 0:
+        raise SystemExit(f"memory worker for {system} failed:\n{done.stderr[-2000:]}")
+    result: dict[str, float] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
+def measure(system: str, model: str | None, budget: Budget, log: Callable[[str], None]) -> dict[str, Any]:
+    """Every speed figure for one system, in this process."""
+    started = time.perf_counter()
+    score, name = load_system(system, model)
+    load_s = time.perf_counter() - started
+    pools = {"short": short_texts(budget.pool), "long": long_texts(budget.pool // 2)}
+    figures: dict[str, Any] = {"name": name, "load_s": load_s, "texts_per_s": {}, "latency_ms": {}}
+    for length, pool in pools.items():
+        for batch in BATCHES:
+            rate = throughput(score, pool, batch, budget)
+            figures["texts_per_s"][f"{length}/b{batch}"] = rate
+            log(f"  {system:8s} {length:5s} batch {batch:3d}: {rate:9.1f} texts/s")
+    for length, n in (("short", budget.latency_short), ("long", budget.latency_long)):
+        p50, p99 = latency(score, pools[length], n)
+        figures["latency_ms"][length] = {"p50": p50, "p99": p99}
+        log(f"  {system:8s} {length:5s} latency: p50 {p50:.2f} ms, p99 {p99:.2f} ms")
+    return figures
+
+
+def rows(results: dict[str, dict[str, Any]]) -> list[tuple[str, float, float]]:
+    """(metric, bastion, baseline) for the table."""
+    ours, base = results["bastion"], results["baseline"]
+    table: list[tuple[str, float, float]] = []
+    for key in ours["texts_per_s"]:
+        length, batch = key.split("/b")
+        table.append(
+            (f"{length:5s} batch {batch:>3s}  texts/s", ours["texts_per_s"][key], base["texts_per_s"][key])
+        )
+    for length in ("short", "long"):
+        for pct in ("p50", "p99"):
+            table.append(
+                (
+                    f"{length:5s} 1 text    {pct} ms",
+                    ours["latency_ms"][length][pct],
+                    base["latency_ms"][length][pct],
+                )
+            )
+    table.append(("peak RSS, MB", ours["memory"]["peak_rss_mb"], base["memory"]["peak_rss_mb"]))
+    table.append(
+        ("peak RSS above bare, MB", ours["memory"]["above_bare_mb"], base["memory"]["above_bare_mb"])
+    )
+    table.append(("load time, s", ours["load_s"], base["load_s"]))
+    return table
+
+
+def render(results: dict[str, dict[str, Any]]) -> str:
+    """The comparison table as text."""
+    ours, base = results["bastion"]["name"], results["baseline"]["name"]
+    head = f"{'metric':28s} {'bastion':>12s} {'baseline':>12s} {'ratio':>9s}"
+    lines = [f"bastion = {ours}; baseline = {base}; ratio = bastion / baseline", head, "-" * len(head)]
+    for metric, a, b in rows(results):
+        ratio = a / b if b else float("inf")
+        lines.append(f"{metric:28s} {a:12.2f} {b:12.2f} {ratio:8.3g}x")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument("--quick", action="store_true", help="short run (smoke test)")
+    parser.add_argument("--json", type=Path, metavar="PATH", help="also write the figures as JSON")
+    parser.add_argument("--model", help="Bastion moderation model (default: the configured default)")
+    parser.add_argument("--memory-worker", choices=SYSTEMS, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+
+    if args.memory_worker:
+        print(json.dumps(memory_worker(args.memory_worker, args.model)))
+        return 0
+
+    budget = Budget.for_run(args.quick)
+
+    def log(message: str) -> None:
+        print(message, file=sys.stderr, flush=True)
+
+    started = time.perf_counter()
+    results: dict[str, dict[str, Any]] = {}
+    for system in SYSTEMS:
+        log(f"{system}: speed")
+        results[system] = measure(system, args.model, budget, log)
+    for system in SYSTEMS:
+        log(f"{system}: peak memory (subprocess)")
+        results[system]["memory"] = measure_memory(system, args.model)
+    try:
+        import torch
+
+        torch_threads: int | None = torch.get_num_threads()
+    except ImportError:  # pragma: no cover
+        torch_threads = None
+    report = {
+        "benchmark": "moderation_throughput",
+        "quick": args.quick,
+        "machine": {
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+            "cpus": os.cpu_count(),
+            "torch_threads": torch_threads,
+        },
+        "text_words": {"short": 20, "long": 200},
+        "memory_method": MEMORY_METHOD,
+        "results": results,
+        "wall_s": time.perf_counter() - started,
+    }
+    print(render(results))
+    print(f"(wall time {report['wall_s']:.0f} s; {os.cpu_count()} CPUs; torch threads {torch_threads})")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
