@@ -11,7 +11,7 @@ from fastapi.staticfiles import StaticFiles
 
 from bastion import __version__
 from bastion.auth.keys import KeyStore
-from bastion.core.http import BodyLimitMiddleware, install_error_handlers
+from bastion.core.http import ERROR_RESPONSES, BodyLimitMiddleware, install_error_handlers, install_openapi
 from bastion.core.settings import Settings, get_settings
 from bastion.db.session import Database
 from bastion.moderation.service import ModerationService
@@ -51,12 +51,14 @@ def create_app(
         version=__version__,
         description="Self-hosted AI safety platform. OpenAI-compatible moderation API.",
         lifespan=lifespan,
+        responses=ERROR_RESPONSES,
     )
     app.state.settings = settings
     app.state.db = db
     app.state.keys = KeyStore(db)
     app.state.moderation = service
     install_error_handlers(app)
+    install_openapi(app)
     app.add_middleware(BodyLimitMiddleware, limit=settings.moderation.limits.max_body_bytes)
 
     from bastion.auth.api import router as keys_router

@@ -1,7 +1,8 @@
 """Property-based API fuzzing: schemathesis walks every operation of `/openapi.json` in-process (ASGI).
 
 Positive and negative cases, a bounded and derandomized number per operation. No response may be a
-5xx (`not_a_server_error`), and every 4xx must be OpenAI's error envelope.
+5xx (`not_a_server_error`), every 4xx must be OpenAI's error envelope, and every status, content type and
+body must be the one the schema documents.
 
 Schemathesis' own pytest integration (`schema.parametrize()` / `from_fixture`) is not used: its lazy
 loader sets `request.node._nodeid`, which pytest 9 no longer has. Each operation's documented
@@ -17,7 +18,12 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 from schemathesis import GenerationMode
-from schemathesis.checks import not_a_server_error
+from schemathesis.checks import (
+    content_type_conformance,
+    not_a_server_error,
+    response_schema_conformance,
+    status_code_conformance,
+)
 
 from bastion.app import create_app
 from bastion.auth.keys import KeyStore, Role
@@ -47,6 +53,15 @@ def openai_error_envelope(ctx: Any, response: Any, case: Any) -> bool | None:
     assert error["param"] is None or isinstance(error["param"], str), f"param: {error!r}"
     assert error["code"] is None or isinstance(error["code"], str), f"code: {error!r}"
     return True
+
+
+CHECKS = [
+    not_a_server_error,
+    openai_error_envelope,
+    status_code_conformance,
+    content_type_conformance,
+    response_schema_conformance,
+]
 
 
 class Api:
@@ -107,7 +122,7 @@ def test_api_contract(api: Api, method: str, path: str, mode: GenerationMode) ->
     )
     def run(case: Any) -> None:
         try:
-            case.call_and_validate(headers=headers, checks=[not_a_server_error, openai_error_envelope])
+            case.call_and_validate(headers=headers, checks=CHECKS)
         except Exception as exc:
             exc.add_note(f"reproduce with: {case.as_curl_command(headers=headers)}")
             raise
