@@ -75,9 +75,7 @@ class ModerationLimits(Strict):
     """Request limits for `/v1/moderations`; beyond them the API answers 400 or 413."""
 
     max_items: int = Field(2048, ge=1, description="Inputs per request.")
-    max_chars_per_item: int = Field(
-        50_000, ge=1, description="Characters per input (long input is chunked)."
-    )
+    max_chars_per_item: int = Field(50_000, ge=1, description="Characters per input (long input is chunked).")
     max_body_bytes: int = Field(8 * 1024 * 1024, ge=1024, description="Request body size in bytes.")
 
 

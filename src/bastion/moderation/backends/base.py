@@ -82,5 +82,7 @@ def create_backend(spec: BackendSpec, settings: Settings) -> ModerationBackend:
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
-        raise ConfigError(f"invalid option {where!r} for moderation backend {spec.plugin!r}: {first['msg']}") from exc
+        raise ConfigError(
+            f"invalid option {where!r} for moderation backend {spec.plugin!r}: {first['msg']}"
+        ) from exc
     return cls(options, settings)
