@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import secrets
 import socket
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -14,14 +13,16 @@ from typing import Any
 
 import pytest
 
-# Before anything imports settings or transformers: offline, and state in a throwaway folder.
+# Before anything imports settings or transformers: offline, and no user configuration.
+# The test home only holds caches keyed by content hashes (the ONNX graph, converted models, embeddings),
+# so it persists between runs under .cache/ to spare rebuilding them; every database is per test.
+REPO = Path(__file__).resolve().parent.parent
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
 os.environ["TOKENIZERS_PARALLELISM"] = "false"
-os.environ["BASTION_HOME"] = tempfile.mkdtemp(prefix="bastion-test-home-")
+os.environ["BASTION_HOME"] = str(REPO / ".cache" / "test-home")
 os.environ.pop("BASTION_CONFIG", None)
 os.environ.pop("BASTION_DATABASE_URL", None)
-REPO = Path(__file__).resolve().parent.parent
 os.environ.setdefault("BASTION_DATA_DIR", str(REPO.parent / "shared" / "data"))
 
 from fastapi.testclient import TestClient  # noqa: E402
@@ -75,11 +76,11 @@ def database(database_url: str) -> Iterator[Database]:
 
 
 @pytest.fixture
-def make_settings(database_url: str, tmp_path: Path) -> Callable[..., Settings]:
+def make_settings(database_url: str) -> Callable[..., Settings]:
     """Build settings for the test database; keyword overrides win (as the command line does)."""
 
     def build(**overrides: Any) -> Settings:
-        base: dict[str, Any] = {"database_url": database_url, "home": tmp_path / "home"}
+        base: dict[str, Any] = {"database_url": database_url}
         base.update(overrides)
         return load_settings(**base)
 

@@ -18,8 +18,8 @@ def run(args: list[str], env: dict[str, str], stdin: str | None = None) -> subpr
 
 
 @pytest.fixture
-def env(tmp_path: Path, database_url: str) -> dict[str, str]:
-    return {**os.environ, "BASTION_HOME": str(tmp_path / "home"), "BASTION_DATABASE_URL": database_url}
+def env(database_url: str) -> dict[str, str]:
+    return {**os.environ, "BASTION_DATABASE_URL": database_url}
 
 
 def test_help_does_not_import_torch(env: dict[str, str]) -> None:

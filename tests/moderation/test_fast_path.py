@@ -1,0 +1,226 @@
+"""The embedded backend's fast path: fused ONNX graph (built once, reused, rebuilt when damaged), the torch
+fallback, the score cache, hidden-layer heads, and serving without torch."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from bastion.core.errors import DependencyMissing
+from bastion.core.settings import BackendSpec, Settings, load_settings
+from bastion.core.taxonomy import CATEGORY_KEYS
+from bastion.moderation import onnx_export
+from bastion.moderation.backends.base import create_backend
+from bastion.moderation.backends.embedded import EmbeddedBackend
+from bastion.moderation.encoder import ChunkedEmbeddings
+from bastion.moderation.train import default_artifacts_dir
+
+THREAT = "I am going to kill you and your whole family tonight"
+FILLER = " ".join(
+    ["The committee reviewed the quarterly budget and agreed to repaint the library next spring."] * 60
+)
+TEXTS = [
+    "What's the weather like in Paris tomorrow?",
+    THREAT,
+    "You are a worthless idiot and everyone hates you.",
+    "Can you recommend a good pasta recipe?",
+    "I want to end my life tonight.",
+    "",
+    FILLER + " " + THREAT + ".",
+]
+
+
+@pytest.fixture(scope="module")
+def settings() -> Settings:
+    """The test session's home (a temporary folder, see conftest): graphs built here are shared with the
+    other moderation tests of the session."""
+    return load_settings()
+
+
+def make(settings: Settings, **options: Any) -> EmbeddedBackend:
+    backend = create_backend(BackendSpec(plugin="embedded", options=options), settings)
+    assert isinstance(backend, EmbeddedBackend)
+    return backend
+
+
+@pytest.fixture(scope="module")
+def onnx_backend(settings: Settings) -> EmbeddedBackend:
+    return make(settings, runtime="onnx")
+
+
+@pytest.fixture(scope="module")
+def torch_backend(settings: Settings) -> EmbeddedBackend:
+    return make(settings, runtime="torch", cache_size=0)
+
+
+def matrix(results: list[Any]) -> np.ndarray:
+    return np.array([[r.scores[k] for k in CATEGORY_KEYS] for r in results])
+
+
+def flagged(backend: EmbeddedBackend, scores: dict[str, float]) -> set[str]:
+    return {k for k, v in scores.items() if v >= backend.default_thresholds[k]}
+
+
+def test_onnx_graph_is_int8_and_validated(onnx_backend: EmbeddedBackend) -> None:
+    assert onnx_backend.runtime == "onnx" and onnx_backend.graph is not None
+    info = onnx_backend.describe()["onnx"]
+    assert info["quantized"] is True
+    assert info["validation"]["passed"] and info["validation"]["mean_cosine"] >= 0.98
+
+
+def test_onnx_and_torch_agree_and_long_text_is_flagged_at_its_end(
+    onnx_backend: EmbeddedBackend, torch_backend: EmbeddedBackend
+) -> None:
+    fast, slow = onnx_backend.score(TEXTS), torch_backend.score(TEXTS)
+    diff = np.abs(matrix(fast) - matrix(slow))
+    assert diff.mean() < 0.03 and diff.max() < 0.35
+    for backend, results in ((onnx_backend, fast), (torch_backend, slow)):
+        threat, long = results[1], results[-1]
+        assert flagged(backend, threat.scores) & {"harassment/threatening", "violence"}
+        hits = flagged(backend, long.scores) & {"harassment/threatening", "violence"}
+        assert hits
+        start, end = long.spans[next(iter(hits))][0]
+        assert start > len(FILLER) // 2 and end == len(TEXTS[-1])
+        assert not flagged(backend, results[0].scores)
+
+
+def test_fused_scores_equal_heads_on_fused_embeddings(onnx_backend: EmbeddedBackend) -> None:
+    chunks = onnx_backend.encoder.encode_chunks(TEXTS)
+    assert chunks.scores is not None and len(chunks.offsets) > len(TEXTS)
+    assert np.allclose(chunks.scores, onnx_backend.heads.predict(chunks.embeddings), atol=1e-4)
+
+
+def test_cache_returns_identical_results_and_is_bounded(settings: Settings) -> None:
+    backend = make(settings, cache_size=3)
+    first = backend.score(TEXTS[:2])
+    again = backend.score(TEXTS[:2])
+    assert [r.scores for r in first] == [r.scores for r in again]
+    assert [r.spans for r in first] == [r.spans for r in again]
+    assert backend._cache.hits == 2
+    again[0].scores["violence"] = 2.0  # callers cannot corrupt the cache
+    assert backend.score(TEXTS[:1])[0].scores == first[0].scores
+    duplicates = backend.score([TEXTS[3], TEXTS[3], TEXTS[4], TEXTS[5], TEXTS[3]])
+    assert duplicates[0].scores == duplicates[1].scores == duplicates[4].scores
+    assert len(backend._cache) == 3
+    assert len(make(settings, cache_size=0)._cache) == 0
+
+
+def test_graph_is_reused_without_rebuild(
+    settings: Settings, onnx_backend: EmbeddedBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert onnx_backend.graph is not None
+    path = onnx_backend.graph.path
+    mtime = path.stat().st_mtime_ns
+
+    def no_build(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("the graph was rebuilt")
+
+    monkeypatch.setattr(onnx_export, "build_graph", no_build)
+    again = make(settings)
+    assert again.graph is not None and again.graph.path == path and path.stat().st_mtime_ns == mtime
+    assert matrix(again.score(TEXTS[:3])).tolist() == matrix(onnx_backend.score(TEXTS[:3])).tolist()
+
+
+def test_changed_graph_file_fails_the_hash_check(settings: Settings, onnx_backend: EmbeddedBackend) -> None:
+    graph = onnx_backend.graph
+    assert graph is not None
+    root = settings.cache_dir("onnx")
+    assert onnx_export.cached_graph(root, graph.key) is not None
+    backup = graph.path.read_bytes()
+    try:
+        graph.path.write_bytes(backup[:-10])  # truncated
+        assert onnx_export.cached_graph(root, graph.key) is None
+    finally:
+        graph.path.write_bytes(backup)
+    assert onnx_export.cached_graph(root, graph.key) is not None
+
+
+def test_corrupt_graph_that_passes_the_hash_is_rebuilt_on_load(settings: Settings) -> None:
+    first = make(settings)
+    assert first.graph is not None
+    path = first.graph.path
+    path.write_bytes(b"garbage")
+    meta_file = path.parent / "meta.json"
+    meta = json.loads(meta_file.read_text())
+    meta["sha256"] = onnx_export._sha256(path)  # the hash matches: only loading can tell
+    meta_file.write_text(json.dumps(meta))
+    rebuilt = make(settings)
+    assert rebuilt.graph is not None and rebuilt.graph.path.stat().st_size > 1_000_000
+    assert flagged(rebuilt, rebuilt.score([THREAT])[0].scores)
+    assert json.loads(meta_file.read_text())["sha256"] == onnx_export._sha256(path)
+
+
+def test_torch_fallback_when_onnxruntime_is_missing(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)
+    backend = make(settings)
+    assert backend.runtime == "torch" and backend.graph is None
+    assert flagged(backend, backend.score([THREAT])[0].scores)
+    with pytest.raises(DependencyMissing, match="pip install onnxruntime"):
+        make(settings, runtime="onnx")
+
+
+def test_hidden_layer_heads_and_bundled_encoder(settings: Settings, tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "heads"
+    folder.mkdir()
+    shutil.copy(default_artifacts_dir() / "card.json", folder / "card.json")
+    hidden = 16
+    np.savez(
+        folder / "heads.npz",
+        hidden_weight=rng.normal(0, 1, (hidden, 384)).astype(np.float32),
+        hidden_bias=rng.normal(0, 0.1, hidden).astype(np.float32),
+        weight=rng.normal(0, 1, (13, hidden)).astype(np.float32),
+        bias=np.zeros(13, np.float32),
+        categories=np.array(CATEGORY_KEYS),
+    )
+    from bastion.moderation.encoder import default_model_path
+
+    (folder / "encoder").symlink_to(default_model_path(), target_is_directory=True)
+    fast = make(settings, heads_path=str(folder))
+    slow = make(settings, heads_path=str(folder), runtime="torch")
+    assert fast.encoder.model_path == folder / "encoder" and fast.graph is not None
+    assert fast.graph.meta["hidden_layer"] is True
+    chunks = fast.encoder.encode_chunks(TEXTS[:4])
+    assert chunks.scores is not None
+    assert np.allclose(chunks.scores, fast.heads.predict(chunks.embeddings), atol=1e-4)
+    assert np.abs(matrix(fast.score(TEXTS[:4])) - matrix(slow.score(TEXTS[:4]))).mean() < 0.05
+
+
+def test_pool_max_matches_a_plain_loop() -> None:
+    rng = np.random.default_rng(1)
+    index = np.array([0, 1, 1, 1, 2, 3, 3])
+    values = rng.random((len(index), 13))
+    values[2, 4] = values[3, 4] = 5.0  # a tie: the first window wins
+    chunks = ChunkedEmbeddings(np.zeros((len(index), 4), np.float32), index, [(0, 0)] * len(index))
+    best, which = chunks.pool_max(values, 4)
+    for t in range(4):
+        rows = np.flatnonzero(index == t)
+        assert np.array_equal(best[t], values[rows].max(0))
+        assert np.array_equal(which[t], rows[values[rows].argmax(0)])
+
+
+def test_serving_from_the_cache_never_imports_torch(
+    settings: Settings, onnx_backend: EmbeddedBackend
+) -> None:
+    code = (
+        "import sys\n"
+        "from bastion.core.settings import BackendSpec, load_settings\n"
+        "from bastion.moderation.backends.base import create_backend\n"
+        "b = create_backend(BackendSpec(plugin='embedded'), load_settings())\n"
+        f"assert b.score([{THREAT!r}])[0].spans, 'threat not flagged'\n"
+        "print(b.runtime, 'torch' in sys.modules, 'transformers' in sys.modules)\n"
+    )
+    env = {**os.environ, "BASTION_HOME": str(settings.home), "HF_HUB_OFFLINE": "1"}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["onnx", "False", "False"]
