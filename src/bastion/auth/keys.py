@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 
 from sqlalchemy import select
@@ -15,6 +15,7 @@ from bastion.db.session import Database
 from bastion.db.tables import ApiKey, utcnow
 
 KEY_PREFIX = "bst-"
+LAST_USED_RESOLUTION = timedelta(minutes=1)
 
 
 class Role(StrEnum):
@@ -126,5 +127,8 @@ class KeyStore:
                 raise AuthenticationError(
                     "Incorrect API key provided. Create one with `bastion keys create --role client`."
                 )
-            row.last_used_at = utcnow()
+            now = utcnow()
+            # Recorded at minute resolution: a write on every request would cost more than the request.
+            if row.last_used_at is None or now - row.last_used_at > LAST_USED_RESOLUTION:
+                row.last_used_at = now
             return Principal(row.id, Role(row.role))

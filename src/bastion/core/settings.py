@@ -25,6 +25,8 @@ from pydantic_settings import (
 
 from bastion.core.errors import ConfigError
 from bastion.core.taxonomy import check_category
+from bastion.gateway.settings import GatewaySettings
+from bastion.llm.settings import LLMSettings
 
 DEFAULT_MODERATION_MODEL = "bastion-embedded"
 OPENAI_MODEL_ALIASES = (
@@ -161,6 +163,8 @@ class Settings(BaseSettings):
     port: int = Field(8000, ge=0, le=65535)
     log_level: str = "info"
     moderation: ModerationSettings = Field(default_factory=ModerationSettings)
+    llm: LLMSettings = Field(default_factory=LLMSettings)
+    gateway: GatewaySettings = Field(default_factory=GatewaySettings)
 
     @field_validator("home", "data_dir", mode="after")
     @classmethod

@@ -1,0 +1,371 @@
+"""Gateway overhead: an instant upstream called directly and through Bastion's gateway, in one run.
+
+    python benchmarks/gateway_overhead.py             # full run (about a minute on 2 cores)
+    python benchmarks/gateway_overhead.py --quick     # smoke run
+    python benchmarks/gateway_overhead.py --json out.json
+
+What is measured:
+
+- An OpenAI-compatible upstream that answers instantly (a bare ASGI app in its own uvicorn process) is
+  called directly, and through a Bastion gateway (its own uvicorn process, as in production: auth on,
+  SQLite, usage events recorded) whose `openai` backend points at it, with input and output moderation by the
+  given moderation model (default: the shipped `bastion-embedded`; `bastion-lists` shows the gateway's own
+  overhead without a model). Short turns: a one-sentence question, a one-sentence answer.
+- Latency: sequential requests from one keep-alive httpx client, direct and gateway interleaved,
+  after a warm-up; p50 and p99 of each, and the difference (the added latency).
+- Throughput: requests/s with 8 client threads for each path.
+- The `local` backend's tokens/s with 1 and with 8 concurrent requests (greedy, fixed max_tokens).
+
+Ratios are gateway / direct (latency: above 1 is slower; requests/s: below 1 is slower).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import httpx
+
+QUESTION = "What is a good name for a small orange cat?"
+
+
+def questions(n: int, seed: int = 0) -> list[str]:
+    """`n` different short, benign chat turns (no two alike, so no moderation cache can help)."""
+    from benchmarks.texts import sentence
+
+    rng = random.Random(seed)
+    return [
+        f"{sentence(rng, hostile_rate=0.0)} {sentence(rng, hostile_rate=0.0)} (turn {i})" for i in range(n)
+    ]
+
+
+async def instant_upstream(
+    scope: dict[str, Any], receive: Callable[..., Any], send: Callable[..., Any]
+) -> None:
+    """A bare ASGI app: every POST gets at once a completion that repeats the last message."""
+    if scope["type"] != "http":
+        return
+    chunks = []
+    more = True
+    while more:
+        message = await receive()
+        chunks.append(message.get("body", b""))
+        more = message.get("more_body", False)
+    try:
+        last = json.loads(b"".join(chunks))["messages"][-1]["content"]
+    except (ValueError, KeyError, IndexError, TypeError):
+        last = QUESTION
+    payload = json.dumps(
+        {
+            "id": "chatcmpl-upstream",
+            "object": "chat.completion",
+            "created": 0,
+            "model": "instant",
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": f"You said: {last}"},
+                    "finish_reason": "stop",
+                }
+            ],
+            "usage": {"prompt_tokens": 12, "completion_tokens": 14, "total_tokens": 26},
+        }
+    ).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": payload})
+
+
+def gateway_app(upstream_url: str, home: Path, moderation_model: str) -> tuple[Any, str]:
+    """A Bastion app with the gateway in front of the upstream; returns (app, client key)."""
+    from fastapi import FastAPI
+
+    from bastion.auth.keys import KeyStore, Role
+    from bastion.core.http import BodyLimitMiddleware, install_error_handlers
+    from bastion.core.settings import load_settings
+    from bastion.db.session import Database
+    from bastion.gateway.api import router
+    from bastion.gateway.service import Gateway
+    from bastion.gateway.settings import GatewaySettings
+    from bastion.llm import openai_backend  # noqa: F401  (registers the backend)
+    from bastion.llm.settings import LLMSettings
+    from bastion.moderation.service import ModerationService
+
+    db = Database(f"sqlite:///{home / 'bench.db'}")
+    db.upgrade()
+    settings = load_settings(
+        database_url=db.url, home=home, moderation={"default_model": moderation_model, "preload": False}
+    )
+    moderation = ModerationService(settings)
+    moderation.model()
+    llm = LLMSettings.model_validate(
+        {
+            "default_model": "instant",
+            "models": {"instant": {"backend": "openai", "options": {"base_url": f"{upstream_url}/v1"}}},
+        }
+    )
+    gateway = Gateway(settings, moderation, db, gateway=GatewaySettings(), llm=llm)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        yield
+        gateway.close()
+        moderation.close()
+        db.dispose()
+
+    app = FastAPI(lifespan=lifespan)
+    app.state.settings = settings
+    app.state.db = db
+    app.state.keys = KeyStore(db)
+    app.state.moderation = moderation
+    app.state.gateway = gateway
+    install_error_handlers(app)
+    app.add_middleware(BodyLimitMiddleware, limit=settings.moderation.limits.max_body_bytes)
+    app.include_router(router)
+    key, _ = KeyStore(db).create(Role.CLIENT, "benchmark")
+    return app, key
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
+
+
+def latency(direct: httpx.Client, gateway: httpx.Client, texts: list[str]) -> dict[str, Any]:
+    """Interleaved sequential calls, one per text; milliseconds per call for each path, and blocked turns."""
+    times: dict[str, Any] = {"direct": [], "gateway": [], "blocked": 0}
+    for text in texts:
+        body = {"model": "instant", "messages": [{"role": "user", "content": text}]}
+        for name, client in (("direct", direct), ("gateway", gateway)):
+            started = time.perf_counter()
+            response = client.post("/v1/chat/completions", json=body)
+            times[name].append((time.perf_counter() - started) * 1000)
+            response.raise_for_status()
+            if name == "gateway" and response.json()["choices"][0]["finish_reason"] != "stop":
+                times["blocked"] += 1
+    return times
+
+
+def throughput(
+    make_client: Callable[[], httpx.Client], texts: list[str], seconds: float, threads: int
+) -> float:
+    """Requests/s with `threads` clients sending back to back, cycling through `texts`, for `seconds`."""
+    deadline = time.perf_counter() + seconds
+    counts = [0] * threads
+
+    def worker(i: int) -> None:
+        with make_client() as client:
+            position = i
+            while time.perf_counter() < deadline:
+                text = texts[position % len(texts)]
+                position += threads
+                body = {"model": "instant", "messages": [{"role": "user", "content": text}]}
+                client.post("/v1/chat/completions", json=body).raise_for_status()
+                counts[i] += 1
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(threads) as pool:
+        list(pool.map(worker, range(threads)))
+    return sum(counts) / (time.perf_counter() - started)
+
+
+def local_tokens_per_second(home: Path, concurrency: int, max_tokens: int) -> dict[str, float]:
+    """Completion tokens/s of the `local` backend (SmolLM2) with `concurrency` simultaneous requests."""
+    from bastion.core.records import Message
+    from bastion.core.settings import load_settings
+    from bastion.llm import local  # noqa: F401
+    from bastion.llm.base import ChatRequest, create_chat_backend
+
+    backend = _LOCAL.get("backend")
+    if backend is None:
+        backend = create_chat_backend("local", {"max_batch": 8}, load_settings(home=home))
+        _LOCAL["backend"] = backend
+    prompts = [f"Write a short paragraph about the number {i}." for i in range(concurrency)]
+
+    def one(prompt: str) -> int:
+        request = ChatRequest(
+            messages=[Message(role="user", content=prompt)], max_tokens=max_tokens, temperature=0, timeout=600
+        )
+        return backend.generate(request).completion_tokens
+
+    one("warm up")
+    started = time.perf_counter()
+    with ThreadPoolExecutor(concurrency) as pool:
+        tokens = sum(pool.map(one, prompts))
+    elapsed = time.perf_counter() - started
+    return {
+        "concurrency": concurrency,
+        "tokens": tokens,
+        "seconds": elapsed,
+        "tokens_per_s": tokens / elapsed,
+    }
+
+
+_LOCAL: dict[str, Any] = {}
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def serve(role: str, port: int, home: Path, upstream_url: str, moderation_model: str) -> None:
+    """Child process: run the upstream or the gateway on `port` (the gateway writes its key to home/key)."""
+    import uvicorn
+
+    if role == "upstream":
+        app: Any = instant_upstream
+    else:
+        app, key = gateway_app(upstream_url, home, moderation_model)
+        (home / "key").write_text(key)
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
+
+
+class Process:
+    """This script in a child process, serving `role` on a free port until stopped."""
+
+    def __init__(self, role: str, home: Path, upstream_url: str = "", moderation_model: str = "") -> None:
+        import subprocess
+
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        command = [sys.executable, str(Path(__file__).resolve()), "--serve", role, "--port", str(self.port)]
+        command += [
+            "--home",
+            str(home),
+            "--upstream-url",
+            upstream_url,
+            "--moderation-model",
+            moderation_model,
+        ]
+        self.process = subprocess.Popen(command)
+
+    def __enter__(self) -> Process:
+        deadline = time.monotonic() + 300
+        while True:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"the benchmark server exited with {self.process.returncode}")
+            try:
+                httpx.get(self.url + "/", timeout=1)
+                return self
+            except httpx.HTTPError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError("the benchmark server did not start") from None
+                time.sleep(0.2)
+
+    def __exit__(self, *exc: object) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=30)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="a short smoke run")
+    parser.add_argument(
+        "--moderation-model", default="bastion-embedded", help="moderation model in the gateway"
+    )
+    parser.add_argument("--skip-local", action="store_true", help="do not measure the local backend")
+    parser.add_argument("--json", type=Path, help="also write the figures to this file")
+    parser.add_argument("--serve", choices=["upstream", "gateway"], help=argparse.SUPPRESS)
+    parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--home", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--upstream-url", default="", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve:
+        serve(args.serve, args.port, args.home, args.upstream_url, args.moderation_model)
+        return
+    n = 60 if args.quick else 400
+    seconds = 3.0 if args.quick else 10.0
+    max_tokens = 16 if args.quick else 64
+    texts = questions(20 + n + 20_000)
+    results: dict[str, Any] = {
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+        f"Python {platform.python_version()}",
+        "moderation_model": args.moderation_model,
+        "requests": n,
+    }
+    with tempfile.TemporaryDirectory(prefix="bastion-bench-") as tmp:
+        home = Path(tmp)
+        upstream = Process("upstream", home)
+        with upstream, Process("gateway", home, upstream.url, args.moderation_model) as gateway:
+            key = (home / "key").read_text()
+
+            def direct_client() -> httpx.Client:
+                return httpx.Client(base_url=upstream.url, timeout=30)
+
+            def gateway_client() -> httpx.Client:
+                return httpx.Client(
+                    base_url=gateway.url, timeout=30, headers={"Authorization": f"Bearer {key}"}
+                )
+
+            with direct_client() as d, gateway_client() as g:
+                latency(d, g, texts[:20])  # warm-up
+                times = latency(d, g, texts[20 : 20 + n])
+            results["blocked"] = times["blocked"]
+            for name in ("direct", "gateway"):
+                values = times[name]
+                results[name] = {
+                    "p50_ms": percentile(values, 50),
+                    "p99_ms": percentile(values, 99),
+                    "mean_ms": statistics.fmean(values),
+                }
+            results["added_p50_ms"] = results["gateway"]["p50_ms"] - results["direct"]["p50_ms"]
+            results["added_p99_ms"] = results["gateway"]["p99_ms"] - results["direct"]["p99_ms"]
+            fresh = texts[20 + n :]
+            results["direct"]["requests_per_s"] = throughput(direct_client, fresh, seconds, 8)
+            results["gateway"]["requests_per_s"] = throughput(gateway_client, fresh, seconds, 8)
+        if not args.skip_local:
+            results["local"] = [local_tokens_per_second(home, c, max_tokens) for c in (1, 8)]
+            _LOCAL.pop("backend").close()
+
+    d, g = results["direct"], results["gateway"]
+    print(f"machine: {results['machine']}; moderation model: {args.moderation_model}; {n} requests per path")
+    print(
+        f"every turn is a different text; turns the gateway blocked (false positives): {results['blocked']}"
+    )
+    print(f"{'':10} {'p50 ms':>9} {'p99 ms':>9} {'req/s (8 threads)':>18}")
+    for name, row in (("direct", d), ("gateway", g)):
+        print(f"{name:10} {row['p50_ms']:9.2f} {row['p99_ms']:9.2f} {row['requests_per_s']:18.1f}")
+    print(
+        f"added latency: p50 {results['added_p50_ms']:+.2f} ms (target <= 5), "
+        f"p99 {results['added_p99_ms']:+.2f} ms (target <= 20)"
+    )
+    print(
+        f"ratios gateway/direct: p50 x{g['p50_ms'] / d['p50_ms']:.2f}, p99 x{g['p99_ms'] / d['p99_ms']:.2f}, "
+        f"requests/s x{g['requests_per_s'] / d['requests_per_s']:.2f}"
+    )
+    for row in results.get("local", []):
+        print(
+            f"local backend, {row['concurrency']} concurrent: {row['tokens']} tokens "
+            f"in {row['seconds']:.1f} s = {row['tokens_per_s']:.1f} tokens/s"
+        )
+    if len(results.get("local", [])) == 2:
+        one, eight = results["local"]
+        print(f"local batching gain: x{eight['tokens_per_s'] / one['tokens_per_s']:.2f} tokens/s at 8 vs 1")
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    if __package__ in (None, ""):
+        sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    main()

@@ -1,0 +1,1 @@
+"""The safety gateway: OpenAI-compatible chat completions with moderated input and output."""

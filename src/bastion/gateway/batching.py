@@ -1,0 +1,101 @@
+"""One thread runs every moderation call of the gateway, merging calls that wait into one batch.
+
+Two reasons: model backends score a batch of texts for little more than one text, and torch's OpenMP
+keeps a thread team per calling thread, so calls from the server's many worker threads left teams
+spinning against each other (5-30x slower calls under load).
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+
+from bastion.core.records import ModerationResult
+from bastion.moderation.service import ModerationService
+
+
+@dataclass
+class _Call:
+    texts: list[str]
+    model: str | None
+    explain: bool
+    future: Future[tuple[str, list[ModerationResult]]] = field(default_factory=Future)
+
+
+class ModerationBatcher:
+    """Runs `service.moderate` on its own thread; calls queued meanwhile (same model) share one batch."""
+
+    def __init__(self, service: ModerationService, max_texts: int = 64) -> None:
+        self.service = service
+        self.max_texts = max_texts
+        self._queue: queue.Queue[_Call | None] = queue.Queue()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def moderate(
+        self, texts: Sequence[str], model: str | None, explain: bool
+    ) -> tuple[str, list[ModerationResult]]:
+        """(moderation model, a verdict per text in order); blocks until the batch holding them is scored."""
+        call = _Call(list(texts), model, explain)
+        with self._lock:  # the thread starts with the first call, so idle apps hold no thread
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name="bastion-gateway-moderation", daemon=True
+                )
+                self._thread.start()
+        self._queue.put(call)
+        return call.future.result()
+
+    def _run(self) -> None:
+        held: _Call | None = None
+        stopping = False
+        while True:
+            if held is not None:
+                first, held = held, None
+            elif stopping:
+                return
+            else:
+                queued = self._queue.get()
+                if queued is None:
+                    return
+                first = queued
+            batch = [first]
+            size = len(first.texts)
+            while size < self.max_texts:
+                try:
+                    more = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    stopping = True
+                    break
+                if (more.model, more.explain) != (first.model, first.explain):
+                    held = more
+                    break
+                batch.append(more)
+                size += len(more.texts)
+            self._score(batch)
+
+    def _score(self, batch: list[_Call]) -> None:
+        texts = [text for call in batch for text in call.texts]
+        try:
+            name, results = self.service.moderate(texts, model=batch[0].model, explain=batch[0].explain)
+        except BaseException as exc:
+            for call in batch:
+                call.future.set_exception(exc)
+            return
+        start = 0
+        for call in batch:
+            call.future.set_result((name, results[start : start + len(call.texts)]))
+            start += len(call.texts)
+
+    def close(self) -> None:
+        """Finish what is queued and stop the thread."""
+        with self._lock:
+            thread, self._thread = self._thread, None
+        if thread is not None:
+            self._queue.put(None)
+            thread.join(timeout=30)

@@ -1,0 +1,1 @@
+"""Chat backends: the models the gateway sits in front of (local transformers, OpenAI-compatible, echo)."""
