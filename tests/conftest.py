@@ -168,3 +168,35 @@ def live_server(
     admin_key, _ = KeyStore(database).create(Role.ADMIN, "live admin")
     with LiveServer(app) as server:
         yield server, admin_key
+
+
+CHROMIUM = os.environ.get("BASTION_TEST_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """One headless Debian Chromium driven by Playwright (no downloaded browsers) per test module."""
+    import shutil
+
+    from playwright.sync_api import sync_playwright
+
+    if not (Path(CHROMIUM).is_file() or shutil.which(CHROMIUM)):
+        pytest.fail(
+            f"no Chromium at {CHROMIUM}: `make test` installs Debian's chromium, or set "
+            "BASTION_TEST_CHROMIUM",
+            pytrace=False,
+        )
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        try:
+            yield chromium
+        finally:
+            chromium.close()

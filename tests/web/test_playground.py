@@ -7,44 +7,21 @@ thread and uvicorn serves from its own thread (`LiveServer`), so the three never
 from __future__ import annotations
 
 import os
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, expect
 
 from tests.conftest import LiveServer
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
-CHROMIUM = os.environ.get("BASTION_TEST_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 SCREENSHOT = Path(os.environ.get("BASTION_PLAYGROUND_SCREENSHOT", "/tmp/playground.png"))
 THREAT = "I am going to kill you and your whole family tonight"
 WEATHER = "What's the weather like in Paris tomorrow?"
 VIOLENT_CATEGORIES = {"violence", "harassment", "harassment/threatening", "violence/graphic"}
 TIMEOUT_MS = 30_000
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    """One headless Chromium (Debian's, no downloaded browsers) for the module."""
-    if not (Path(CHROMIUM).is_file() or shutil.which(CHROMIUM)):
-        pytest.skip(f"no Chromium at {CHROMIUM}; install Debian's `chromium` or set BASTION_TEST_CHROMIUM")
-    with sync_playwright() as p:
-        chromium = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        try:
-            yield chromium
-        finally:
-            chromium.close()
 
 
 @pytest.fixture
