@@ -56,8 +56,7 @@ def test_stream_joins_to_the_generated_text(backend: LocalBackend) -> None:
 
 def test_stop_strings_end_the_answer(backend: LocalBackend) -> None:
     full = backend.generate(ask("weather", max_tokens=20, temperature=0)).choices[0].content or ""
-    if len(full) < 4:
-        pytest.skip("the random model stopped at once")
+    assert len(full) >= 4, "the seeded tiny model should answer with a few characters"
     stop = full[2:4]
     cut = backend.generate(ask("weather", max_tokens=20, temperature=0, stop=[stop])).choices[0]
     assert cut.finish_reason == "stop"
