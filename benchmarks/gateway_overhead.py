@@ -30,9 +30,8 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -94,50 +93,23 @@ async def instant_upstream(
 
 def gateway_app(upstream_url: str, home: Path, moderation_model: str) -> tuple[Any, str]:
     """A Bastion app with the gateway in front of the upstream; returns (app, client key)."""
-    from fastapi import FastAPI
-
+    from bastion.app import create_app
     from bastion.auth.keys import KeyStore, Role
-    from bastion.core.http import BodyLimitMiddleware, install_error_handlers
     from bastion.core.settings import load_settings
     from bastion.db.session import Database
-    from bastion.gateway.api import router
-    from bastion.gateway.service import Gateway
-    from bastion.gateway.settings import GatewaySettings
-    from bastion.llm import openai_backend  # noqa: F401  (registers the backend)
-    from bastion.llm.settings import LLMSettings
-    from bastion.moderation.service import ModerationService
 
     db = Database(f"sqlite:///{home / 'bench.db'}")
     db.upgrade()
     settings = load_settings(
-        database_url=db.url, home=home, moderation={"default_model": moderation_model, "preload": False}
-    )
-    moderation = ModerationService(settings)
-    moderation.model()
-    llm = LLMSettings.model_validate(
-        {
+        database_url=db.url,
+        home=home,
+        moderation={"default_model": moderation_model},
+        llm={
             "default_model": "instant",
             "models": {"instant": {"backend": "openai", "options": {"base_url": f"{upstream_url}/v1"}}},
-        }
+        },
     )
-    gateway = Gateway(settings, moderation, db, gateway=GatewaySettings(), llm=llm)
-
-    @asynccontextmanager
-    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        yield
-        gateway.close()
-        moderation.close()
-        db.dispose()
-
-    app = FastAPI(lifespan=lifespan)
-    app.state.settings = settings
-    app.state.db = db
-    app.state.keys = KeyStore(db)
-    app.state.moderation = moderation
-    app.state.gateway = gateway
-    install_error_handlers(app)
-    app.add_middleware(BodyLimitMiddleware, limit=settings.moderation.limits.max_body_bytes)
-    app.include_router(router)
+    app = create_app(settings, database=db)
     key, _ = KeyStore(db).create(Role.CLIENT, "benchmark")
     return app, key
 

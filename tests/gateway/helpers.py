@@ -2,18 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
-from fastapi.staticfiles import StaticFiles
 
-from bastion.auth.keys import KeyStore
-from bastion.core.http import BodyLimitMiddleware, install_error_handlers
 from bastion.core.settings import Settings
 from bastion.db.session import Database
-from bastion.gateway.service import Gateway
 from bastion.gateway.settings import GatewaySettings
 from bastion.llm.settings import LLMSettings
 from bastion.moderation.service import ModerationService
@@ -61,35 +55,16 @@ def build_app(
     llm: LLMSettings | dict[str, Any] | None = None,
     moderation: ModerationService | None = None,
 ) -> FastAPI:
-    """A FastAPI app with the gateway's API and chat page, as app.py will mount them."""
-    from bastion.gateway.api import router as gateway_router
-    from bastion.gateway.pages import router as pages_router
-    from bastion.web.pages import STATIC
+    """The real Bastion app, with gateway and chat-model settings for the test (echo models by default)."""
+    from bastion.app import create_app
 
-    gateway_settings = GatewaySettings.model_validate(gateway or {})
-    llm_settings = LLMSettings.model_validate(llm if llm is not None else ECHO_MODELS)
-    service = moderation or ModerationService(settings)
-    gw = Gateway(settings, service, db, gateway=gateway_settings, llm=llm_settings)
-
-    @asynccontextmanager
-    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        try:
-            yield
-        finally:
-            gw.close()
-
-    app = FastAPI(lifespan=lifespan)
-    app.state.settings = settings
-    app.state.db = db
-    app.state.keys = KeyStore(db)
-    app.state.moderation = service
-    app.state.gateway = gw
-    install_error_handlers(app)
-    app.add_middleware(BodyLimitMiddleware, limit=settings.moderation.limits.max_body_bytes)
-    app.include_router(gateway_router)
-    app.include_router(pages_router)
-    app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")
-    return app
+    settings = settings.model_copy(
+        update={
+            "gateway": GatewaySettings.model_validate(gateway or {}),
+            "llm": LLMSettings.model_validate(llm if llm is not None else ECHO_MODELS),
+        }
+    )
+    return create_app(settings, database=db, moderation=moderation)
 
 
 def sse_events(text: str) -> list[Any]:

@@ -12,15 +12,16 @@ from bastion.auth.deps import ANY_ROLE, require_roles
 from bastion.auth.keys import Principal
 from bastion.core.errors import ModelNotFound
 from bastion.gateway.schemas import ChatCompletionRequest
-from bastion.gateway.service import Gateway, gateway_for_app
+from bastion.gateway.service import Gateway
 
 router = APIRouter(tags=["gateway"])
 Caller = Annotated[Principal, Depends(require_roles(*ANY_ROLE))]
 
 
 def gateway_of(request: Request) -> Gateway:
-    """The app's gateway, created on first use."""
-    return gateway_for_app(request.app)
+    """The app's gateway (made by `create_app`)."""
+    gateway: Gateway = request.app.state.gateway
+    return gateway
 
 
 @router.post("/v1/chat/completions")

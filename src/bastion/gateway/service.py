@@ -14,7 +14,6 @@ from __future__ import annotations
 import itertools
 import json
 import secrets
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -36,18 +35,6 @@ from bastion.llm.base import ChatBackend, ChatChoice, ChatDelta, ChatRequest
 from bastion.llm.router import ChatModels
 from bastion.llm.settings import LLMSettings
 from bastion.moderation.service import ModerationService
-
-
-def gateway_settings(settings: Settings) -> GatewaySettings:
-    """`settings.gateway` once the field exists, else the defaults."""
-    value = getattr(settings, "gateway", None)
-    return value if isinstance(value, GatewaySettings) else GatewaySettings()
-
-
-def llm_settings(settings: Settings) -> LLMSettings:
-    """`settings.llm` once the field exists, else the defaults."""
-    value = getattr(settings, "llm", None)
-    return value if isinstance(value, LLMSettings) else LLMSettings()
 
 
 @dataclass
@@ -85,8 +72,8 @@ class Gateway:
         sink: ConversationSink | None = None,
     ) -> None:
         self.settings = settings
-        self.config = gateway or gateway_settings(settings)
-        self.models = ChatModels(llm or llm_settings(settings), settings)
+        self.config = gateway or settings.gateway
+        self.models = ChatModels(llm or settings.llm, settings)
         self.moderation = moderation
         self.limiter = RateLimiter()
         self.usage = UsageRecorder(db, self.config.record_usage)
@@ -525,19 +512,3 @@ class Gateway:
         self.usage.close()
         self.models.close()
         self._moderator.close()
-
-
-_app_lock = threading.Lock()
-
-
-def gateway_for_app(app: Any) -> Gateway:
-    """The app's gateway (`app.state.gateway`), created on first use from the app's settings and services."""
-    state = app.state
-    gateway = getattr(state, "gateway", None)
-    if gateway is None:
-        with _app_lock:
-            gateway = getattr(state, "gateway", None)
-            if gateway is None:
-                gateway = Gateway(state.settings, state.moderation, getattr(state, "db", None))
-                state.gateway = gateway
-    return gateway
