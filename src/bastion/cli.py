@@ -10,6 +10,7 @@ from bastion.core.errors import BastionError
 from bastion.gateway.cli import chat
 from bastion.moderation.cli import moderate
 from bastion.moderation.cli_model import model_app
+from bastion.privacy.cli import audit_app, privacy_app
 from bastion.serve import db_app, serve
 
 app = typer.Typer(
@@ -25,6 +26,8 @@ app.command("chat")(chat)
 app.add_typer(model_app, name="moderation")
 app.add_typer(keys_app, name="keys")
 app.add_typer(db_app, name="db")
+app.add_typer(privacy_app, name="privacy")
+app.add_typer(audit_app, name="audit")
 
 
 def main() -> None:

@@ -27,6 +27,7 @@ from bastion.core.errors import ConfigError
 from bastion.core.taxonomy import check_category
 from bastion.gateway.settings import GatewaySettings
 from bastion.llm.settings import LLMSettings
+from bastion.privacy.settings import PrivacySettings
 
 DEFAULT_MODERATION_MODEL = "bastion-embedded"
 OPENAI_MODEL_ALIASES = (
@@ -165,6 +166,7 @@ class Settings(BaseSettings):
     moderation: ModerationSettings = Field(default_factory=ModerationSettings)
     llm: LLMSettings = Field(default_factory=LLMSettings)
     gateway: GatewaySettings = Field(default_factory=GatewaySettings)
+    privacy: PrivacySettings = Field(default_factory=PrivacySettings)
 
     @field_validator("home", "data_dir", mode="after")
     @classmethod

@@ -1,0 +1,144 @@
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+
+from bastion.core.errors import InvalidRequest, NotFound
+from bastion.core.records import Message
+from bastion.db.session import Database
+from bastion.privacy.conversations import ConversationStore, StoringSink
+from bastion.privacy.crypto import DataKeyShredded, KeyRing
+from bastion.privacy.settings import PrivacySettings
+
+from .conftest import Clock, scan_database
+
+SECRET = "my bank PIN is 4815162342"
+ANSWER = "Please never share your PIN, zebracorn."
+
+
+def _conversation(store: ConversationStore, owner: str = "alice", *, temporary: bool = False) -> str:
+    info = store.create(owner, "echo", key_id="key1", temporary=temporary)
+    store.append(
+        info.id, owner, "user", SECRET, verdict={"action": "allow", "categories": [], "spans": ["x"]}
+    )
+    store.append(info.id, owner, "assistant", ANSWER)
+    return info.id
+
+
+def test_round_trip_and_no_plaintext_in_any_table(store: ConversationStore, database: Database) -> None:
+    conversation_id = _conversation(store)
+    read = store.read(conversation_id, "alice")
+    assert [(m.role, m.content) for m in read.messages] == [("user", SECRET), ("assistant", ANSWER)]
+    assert scan_database(database, SECRET, "4815162342", "zebracorn") == []
+    assert scan_database(database, conversation_id)  # the scan does see what is there
+
+
+def test_verdicts_keep_only_content_free_fields(store: ConversationStore, database: Database) -> None:
+    conversation_id = _conversation(store)
+    assert scan_database(database, conversation_id)
+    assert not any(hit[1] == "verdict" for hit in scan_database(database, "spans"))
+
+
+def test_owner_sees_only_their_own_and_delete_hides_at_once(store: ConversationStore) -> None:
+    mine = _conversation(store, "alice")
+    theirs = _conversation(store, "bob")
+    assert [c.id for c in store.list("alice")] == [mine]
+    with pytest.raises(NotFound):
+        store.read(theirs, "alice")
+    with pytest.raises(NotFound):
+        store.delete(theirs, "alice")
+    with pytest.raises(NotFound):
+        store.append(theirs, "alice", "user", "hi")
+    store.delete(mine, "alice")
+    assert store.list("alice") == []
+    with pytest.raises(NotFound):
+        store.read(mine, "alice")
+    with pytest.raises(NotFound):
+        store.append(mine, "alice", "user", "more")
+    assert [c.id for c in store.list("bob")] == [theirs]
+
+
+def test_unknown_role_is_refused(store: ConversationStore) -> None:
+    info = store.create("alice", "echo")
+    with pytest.raises(InvalidRequest):
+        store.append(info.id, "alice", "wizard", "hi")
+
+
+def test_purge_is_not_early_is_on_time_and_leaves_no_residue(
+    store: ConversationStore, database: Database, clock: Clock
+) -> None:
+    deleted = _conversation(store)
+    kept = store.create("alice", "echo")
+    store.append(kept.id, "alice", "user", "keep me, quokka")
+    store.delete(deleted, "alice")
+    clock.advance(days=30, seconds=-1)
+    assert store.purge(clock()).conversations == 0
+    assert scan_database(database, deleted)  # still there for safety review
+    clock.advance(seconds=1)
+    report = store.purge(clock())
+    assert (report.conversations, report.messages) == (1, 2)
+    assert scan_database(database, deleted, SECRET, "zebracorn") == []
+    assert store.read(kept.id, "alice").messages[0].content == "keep me, quokka"
+
+
+def test_shorter_retention_is_honoured(database: Database, keyring: KeyRing, clock: Clock) -> None:
+    store = ConversationStore(database, keyring, PrivacySettings(retention_days=7), clock=clock)
+    conversation_id = _conversation(store)
+    store.delete(conversation_id, "alice")
+    assert store.purge(clock.advance(days=6)).conversations == 0
+    assert store.purge(clock.advance(days=1)).conversations == 1
+    assert scan_database(database, conversation_id) == []
+
+
+def test_retention_cannot_exceed_thirty_days() -> None:
+    with pytest.raises(ValidationError):
+        PrivacySettings(retention_days=31)
+    with pytest.raises(ValidationError):
+        PrivacySettings(temporary_days=45)
+
+
+def test_temporary_chats_are_purged_thirty_days_after_their_last_message(
+    store: ConversationStore, database: Database, clock: Clock
+) -> None:
+    temporary = _conversation(store, temporary=True)
+    assert store.list("alice")[0].training_opt_out  # never used for training
+    clock.advance(days=20)
+    store.append(temporary, "alice", "user", "a later message, okapi")
+    assert store.purge(clock.advance(days=29)).conversations == 0
+    assert store.purge(clock.advance(days=1)).conversations == 1
+    assert scan_database(database, temporary, "okapi", SECRET) == []
+
+
+def test_shredding_the_owner_makes_conversations_unreadable(
+    store: ConversationStore, keyring: KeyRing
+) -> None:
+    conversation_id = _conversation(store)
+    keyring.shred("alice")
+    with pytest.raises(DataKeyShredded):
+        store.read(conversation_id, "alice")
+
+
+@dataclass
+class FakeExchange:
+    request_id: str = "chatcmpl-1"
+    key_id: str = "key1"
+    user: str | None = "end-user-7"
+    model: str = "echo"
+    policy: str = "default"
+    messages: list[Message] = field(default_factory=lambda: [Message(role="user", content=SECRET)])
+    answers: list[str | None] = field(default_factory=lambda: [ANSWER])
+    input: dict[str, Any] = field(default_factory=lambda: {"action": "allow", "categories": []})
+    output: dict[str, Any] | None = None
+    store: bool = True
+
+
+def test_gateway_sink_stores_exchanges_encrypted(store: ConversationStore, database: Database) -> None:
+    sink = StoringSink(store)
+    sink.record(FakeExchange())
+    sink.record(FakeExchange(store=False, request_id="chatcmpl-2"))
+    owned = store.list("key1/end-user-7")
+    assert sorted(c.temporary for c in owned) == [False, True]
+    read = store.read(owned[0].id, "key1/end-user-7")
+    assert [m.content for m in read.messages] == [SECRET, ANSWER]
+    assert scan_database(database, SECRET, "zebracorn") == []
