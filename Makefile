@@ -57,6 +57,7 @@ fmt: $(STAMPS)/dev
 
 bench: $(STAMPS)/dev
 	$(PY) benchmarks/moderation_throughput.py
+	$(PY) benchmarks/moderation_quality.py
 	$(PY) benchmarks/gateway_overhead.py
 
 clean:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -11,11 +12,13 @@ from bastion.core.taxonomy import CATEGORY_KEYS
 from bastion.moderation.datasets import (
     SOURCES,
     LoadedData,
+    functional_test_texts,
     load_all,
     load_seed,
     load_xstest,
     make_labels,
     normalise_key,
+    seed_path,
 )
 
 DATA = Path(os.environ.get("BASTION_DATA_DIR", Path(__file__).resolve().parents[3] / "shared" / "data"))
@@ -30,25 +33,40 @@ def test_make_labels_closes_over_parents_and_children() -> None:
     assert list(labels) == list(CATEGORY_KEYS)
 
 
-def test_seed_is_marked_team_written_and_has_no_minor_sexual_positives() -> None:
-    rows = load_seed()
-    assert len(rows) > 50
+def test_seed_is_marked_team_written_and_minor_items_are_only_requests() -> None:
+    rows = load_seed() + load_seed(source="seed-depictions")
+    assert len(rows) > 300
     assert all(set(r.labels) == set(CATEGORY_KEYS) for r in rows)
-    assert not any(r.labels["sexual/minors"] == 1 for r in rows)
+    raw = json.loads(seed_path().read_text(encoding="utf-8"))
+    assert "TEAM-WRITTEN" in raw["note"]
+    assert "TEAM-WRITTEN" in json.loads(seed_path("seed-depictions").read_text(encoding="utf-8"))["note"]
+    minors = [item for item in raw["items"] if "sexual/minors" in item.get("pos", [])]
+    # Sexual/minors positives are short requests to be flagged, never content.
+    assert minors and all(item.get("kind") == "request" and len(item["text"]) < 120 for item in minors)
+    thin = ("violence/graphic", "self-harm/instructions", "self-harm/intent", "harassment", "violence")
+    for category in thin:
+        assert sum(r.labels[category] == 1 for r in rows) >= 15, category
+
+
+def test_functional_tests_are_never_trained_on() -> None:
+    texts = functional_test_texts()
+    assert len(texts) >= 50
+    seed_keys = {normalise_key(r.text) for r in load_seed()}
+    assert not any(normalise_key(t) in seed_keys for t in texts)
 
 
 @pytest.fixture(scope="module")
 def loaded() -> LoadedData:
     if not (DATA / "README.md").is_file():
-        pytest.skip("public data sets not present")
+        pytest.fail(f"the public data sets are not at {DATA}; set BASTION_DATA_DIR", pytrace=False)
     return load_all(DATA)
 
 
 def test_every_source_returns_known_keys_and_binary_labels(loaded: LoadedData) -> None:
-    assert set(loaded.files) == {*SOURCES, "seed"}
+    assert set(loaded.files) == {*SOURCES, "seed", "seed-depictions"}
     assert all(path.is_file() for files in loaded.files.values() for path in files)
     families = {row.source.split(":")[0] for row in loaded.rows}
-    assert families == {*SOURCES, "seed"}
+    assert families == {*SOURCES, "seed", "seed-depictions"}
     for row in loaded.rows:
         assert list(row.labels) == list(CATEGORY_KEYS)
         assert all(v in (0, 1, None) for v in row.labels.values())
@@ -66,6 +84,7 @@ def test_load_all_dedupes_covers_every_category_and_excludes_xstest(loaded: Load
     assert len(xs_texts) == 450 and sum(xs_labels) == 200
     train_keys = set(keys)
     assert not any(normalise_key(t) in train_keys for t in xs_texts)
+    assert not any(normalise_key(t) in train_keys for t in functional_test_texts())
     # Masking: a hate-only source says nothing about self-harm.
     stormfront = [r for r in loaded.rows if r.source == "stormfront"]
     assert stormfront and all(r.labels["self-harm"] is None for r in stormfront)

@@ -133,6 +133,8 @@ def test_train_heads_on_tiny_data_writes_changed_heads(tmp_path: Path, tiny_data
     assert "xstest/xstest_prompts.csv" in written["data"]["files_sha256"]
     assert written["metrics"]["random_test"]["any"]["n"] > 0
     assert {"embed", "final heads", "done"} <= set(stages)
+    assert (out / "MODEL_CARD.md").read_text().startswith("# Bastion embedded moderation model")
+    assert set(written["calibration"]["scale"]) == set(CATEGORY_KEYS)
     # A second run reads every embedding from the cache (stored as float16) and gives the same heads.
     encoder = HashingEncoder()
     train_heads(settings, output_dir=tmp_path / "again", seed=1, spec=spec, sources=["seed"], encoder=encoder)
@@ -162,3 +164,25 @@ def test_cli_eval_reports_metrics(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     assert metrics["violence"]["f1"] == pytest.approx(1.0)
     missing = CliRunner().invoke(cli_model.model_app, ["eval", "--data", str(tmp_path / "nope.jsonl")])
     assert missing.exit_code == 1
+
+
+def test_platt_scaling_recovers_a_known_calibration() -> None:
+    from bastion.moderation.train import fit_platt, sigmoid
+
+    rng = np.random.default_rng(0)
+    z = rng.normal(0, 3, size=(4000, 1))
+    y = (rng.random((4000, 1)) < sigmoid(0.5 * z - 1.0)).astype(np.float32)
+    scale, shift = fit_platt(z, y, np.ones_like(y))
+    assert scale[0] == pytest.approx(0.5, abs=0.08) and shift[0] == pytest.approx(-1.0, abs=0.15)
+
+
+def test_thresholds_meet_the_precision_target_when_reachable() -> None:
+    from bastion.moderation.train import choose_thresholds
+
+    rng = np.random.default_rng(1)
+    y = (rng.random((2000, len(CATEGORY_KEYS))) < 0.3).astype(np.float32)
+    scores = np.clip(0.35 * y + rng.random(y.shape) * 0.65, 0, 1)
+    thr = choose_thresholds(scores, y, np.ones_like(y), precision_target=0.9)
+    j = CATEGORY_KEYS.index("hate")
+    flagged = scores[:, j] >= thr["hate"]
+    assert y[flagged, j].mean() >= 0.88 and 0.05 <= thr["hate"] <= 0.95

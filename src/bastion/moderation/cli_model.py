@@ -66,7 +66,9 @@ def metrics_table(metrics: dict[str, Any], title: str) -> Table:
 def train(
     output_dir: Annotated[
         Path | None,
-        typer.Option(help="Where to write heads.npz and card.json (default: the packaged artefacts folder)."),
+        typer.Option(
+            help="Where to write heads.npz, card.json and MODEL_CARD.md (default: the packaged artefacts)."
+        ),
     ] = None,
     seed: Annotated[int, typer.Option(help="Random seed for sampling, splits and initialisation.")] = 0,
     json_output: Annotated[
@@ -102,15 +104,29 @@ def train(
     if json_output:
         typer.echo(json.dumps(card, indent=1))
         return
-    console.print(
-        metrics_table(card["metrics"]["source_held_out"], "source-held-out (leave one source family out)")
-    )
-    console.print(metrics_table(card["metrics"]["random_test"], "random held-out test split"))
-    xs = card["metrics"]["xstest_any_harm"]
+    metrics = card["metrics"]
+    titles = {
+        "source_held_out": "source-held-out (each source family scored by heads trained on the others)",
+        "test_sources": "test sources (never trained, calibrated or tuned on)",
+        "random_test": "random held-out test split (in-domain)",
+    }
+    for split, title in titles.items():
+        if split in metrics:
+            console.print(metrics_table(metrics[split], title))
+    ece = card.get("calibration", {}).get("ece", {})
+    for split, values in ece.items():
+        known = [v for v in values.values() if v is not None]
+        if known:
+            console.print(f"ECE {split}: mean {_fmt(sum(known) / len(known))}, max {_fmt(max(known))}")
+    xs = metrics["xstest_any_harm"]
     console.print(
         f"XSTest any-harm: AUPRC {_fmt(xs['auprc'])}, ROC-AUC {_fmt(xs['roc_auc'])}, "
         f"recall {_fmt(xs['recall'])}, false-positive rate on safe prompts {_fmt(xs['fpr'])}"
     )
+    if "functional_tests" in metrics:
+        console.print(
+            f"functional tests accuracy: {_fmt(metrics['functional_tests']['overall']['accuracy'])}"
+        )
     console.print(f"trained in {card['training_seconds']} s; wrote {output_dir or 'packaged artefacts'}")
 
 

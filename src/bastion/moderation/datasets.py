@@ -626,10 +626,19 @@ def load_ailuminate(root: Path) -> tuple[list[LabeledText], list[Path]]:
     return rows, files
 
 
+_SELF_HARM_WORDS = re.compile(
+    r"suicid|kill(?:ing)? myself|end (?:it|my life)|want(?:ed)? to die|better off dead|take my (?:own )?life|"
+    r"overdos|\bod\b|slit|cut(?:ting)? myself|self[- ]harm|hang(?:ing)? myself|jump(?:ing)? off|"
+    r"not (?:be )?(?:here|alive) anymore|no reason to live",
+    re.I,
+)
+
+
 @_source("reddit-cssrs")
 def load_reddit_cssrs(root: Path) -> tuple[list[LabeledText], list[Path]]:
     """Reddit C-SSRS posts inheriting the user's rating: ideation/behaviour → self-harm/intent,
-    attempt → self-harm, indicator → not intent, supportive → benign. Unparseable users dropped."""
+    attempt → self-harm (only posts that mention self-harm; the others say nothing), indicator → not
+    intent, supportive → benign. Unparseable users dropped."""
     path = root / "reddit-cssrs" / "500_Reddit_users_posts_labels.csv"
     rows = []
     for r in _read_csv(path):
@@ -638,10 +647,15 @@ def load_reddit_cssrs(root: Path) -> tuple[list[LabeledText], list[Path]]:
         except (ValueError, SyntaxError):
             continue
         label = r["Label"]
-        if label in ("Ideation", "Behavior"):
-            labels = make_labels(pos=["self-harm/intent"])
-        elif label == "Attempt":
-            labels = make_labels(pos=["self-harm"])
+        if label in ("Ideation", "Behavior", "Attempt"):
+            # The rating is per user: only posts that themselves speak of self-harm inherit it.
+            pos = ["self-harm/intent"] if label != "Attempt" else ["self-harm"]
+            rows += [
+                LabeledText(str(p).strip(), make_labels(pos), "reddit-cssrs")
+                for p in posts
+                if _SELF_HARM_WORDS.search(str(p))
+            ]
+            continue
         elif label == "Indicator":
             labels = make_labels(zero=["self-harm/intent", "self-harm/instructions"])
         else:
@@ -748,27 +762,43 @@ def load_benign(root: Path) -> tuple[list[LabeledText], list[Path]]:
     return rows, files
 
 
-def seed_path() -> Path:
-    """The team-written seed file shipped with the package."""
-    return Path(str(resources.files("bastion.moderation") / "artifacts" / "seed" / "team_written.json"))
+SEED_FILES = {"seed": "team_written.json", "seed-depictions": "team_written_depictions.json"}
 
 
-def load_seed(path: Path | None = None) -> list[LabeledText]:
+def seed_path(name: str = "seed") -> Path:
+    """A team-written seed file shipped with the package (`seed` or `seed-depictions`)."""
+    return Path(str(resources.files("bastion.moderation") / "artifacts" / "seed" / SEED_FILES[name]))
+
+
+def load_seed(path: Path | None = None, source: str = "seed") -> list[LabeledText]:
     """Team-written examples for thin categories (see the file's `note`): `pos` and `zero` per item."""
-    data = json.loads((path or seed_path()).read_text(encoding="utf-8"))
+    data = json.loads((path or seed_path(source)).read_text(encoding="utf-8"))
     rows = []
     for item in data["items"]:
         zero = ALL if item.get("zero") == "all" else item.get("zero", [])
-        rows.append(LabeledText(item["text"], make_labels(item.get("pos", []), zero), "seed"))
+        rows.append(LabeledText(item["text"], make_labels(item.get("pos", []), zero), source))
     return rows
+
+
+def functional_test_texts() -> list[str]:
+    """Texts of the team-written hate-speech functional tests (a test set: never trained on)."""
+    path = Path(str(resources.files("bastion.moderation") / "artifacts" / "functional_tests.jsonl"))
+    if not path.is_file():
+        return []
+    return [
+        str(json.loads(line)["text"])
+        for line in path.read_text(encoding="utf-8").splitlines()
+        if line.strip()
+    ]
 
 
 def load_source(name: str, data_dir: Path) -> tuple[list[LabeledText], list[Path]]:
     """Rows and files of one source in `SOURCES` (or `seed`)."""
-    if name == "seed":
-        return load_seed(), [seed_path()]
+    if name in SEED_FILES:
+        return load_seed(source=name), [seed_path(name)]
     if name not in SOURCES:
-        raise ConfigError(f"unknown data source {name!r}; known: {', '.join(sorted(SOURCES))}, seed")
+        known = ", ".join([*sorted(SOURCES), *SEED_FILES])
+        raise ConfigError(f"unknown data source {name!r}; known: {known}")
     try:
         return SOURCES[name](data_dir)
     except FileNotFoundError as exc:
@@ -781,13 +811,14 @@ def load_source(name: str, data_dir: Path) -> tuple[list[LabeledText], list[Path
 def load_all(data_dir: Path, sources: Iterable[str] | None = None) -> LoadedData:
     """Every source's rows, deduplicated: a text seen twice keeps its first source's row, and rows whose
     labels are all None are dropped. Conflicting duplicates within a source keep the positive labels.
-    Texts of the XSTest test set are always left out."""
-    names = list(sources) if sources is not None else [*SOURCES, "seed"]
+    Texts of the XSTest test set and of the team-written functional tests are always left out."""
+    names = list(sources) if sources is not None else [*SOURCES, *SEED_FILES]
     seen: dict[str, LabeledText] = {}
     xstest_file = data_dir / "xstest" / "xstest_prompts.csv"
     held_out = (
         {normalise_key(r["prompt"]) for r in _read_csv(xstest_file)} if xstest_file.is_file() else set()
     )
+    held_out |= {normalise_key(t) for t in functional_test_texts()}
     files: dict[str, list[Path]] = {}
     for name in names:
         rows, used = load_source(name, data_dir)

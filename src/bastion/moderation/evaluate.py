@@ -154,3 +154,64 @@ def evaluate(
     metrics["threshold"] = "per category"
     result[ANY] = metrics
     return result
+
+
+def expected_calibration_error(y: np.ndarray, p: np.ndarray, bins: int = 15) -> float | None:
+    """ECE: the |observed rate - mean score| over equal-width score bins, weighted by bin size."""
+    y = np.asarray(y, dtype=np.float64)
+    p = np.asarray(p, dtype=np.float64)
+    if len(y) == 0:
+        return None
+    which = np.minimum((p * bins).astype(np.int64), bins - 1)
+    total = 0.0
+    for b in range(bins):
+        sel = which == b
+        if sel.any():
+            total += abs(float(y[sel].mean()) - float(p[sel].mean())) * int(sel.sum())
+    return total / len(y)
+
+
+def calibration_errors(
+    scores: np.ndarray, labels: Sequence[Mapping[str, int | None]], bins: int = 15
+) -> dict[str, Any]:
+    """ECE per category (known rows only) for a score matrix [n, 13] in taxonomy order."""
+    out: dict[str, Any] = {}
+    for j, key in enumerate(CATEGORY_KEYS):
+        known = [i for i, lab in enumerate(labels) if lab.get(key) is not None]
+        y = np.array([labels[i][key] for i in known], dtype=np.float64)
+        out[key] = expected_calibration_error(y, scores[known, j], bins) if known else None
+    return out
+
+
+def functional_tests_path() -> Path:
+    """The team-written hate-speech functional tests shipped with the package."""
+    from importlib import resources
+
+    return Path(str(resources.files("bastion.moderation") / "artifacts" / "functional_tests.jsonl"))
+
+
+def load_functional_tests(path: Path | None = None) -> list[dict[str, Any]]:
+    """Rows `{"id", "function", "text", "label": "hateful"|"non-hateful"}`; [] when the file is absent."""
+    path = path or functional_tests_path()
+    if not path.is_file():
+        return []
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return [r for r in rows if "text" in r and "label" in r]
+
+
+def functional_report(
+    cases: Sequence[Mapping[str, Any]], scores: Sequence[Mapping[str, float]], thresholds: Mapping[str, float]
+) -> dict[str, Any]:
+    """Accuracy per function (and overall): a case is predicted hateful when its hate score passes the
+    hate threshold; the expected label is the case's `label`."""
+    by_function: dict[str, list[bool]] = {}
+    for case, score in zip(cases, scores, strict=True):
+        predicted = float(score.get("hate", 0.0)) >= float(thresholds.get("hate", 0.5))
+        correct = predicted == (case["label"] == "hateful")
+        by_function.setdefault(f"{case['function']} ({case['label']})", []).append(correct)
+    table = {k: {"n": len(v), "accuracy": sum(v) / len(v)} for k, v in sorted(by_function.items())}
+    everything = [c for v in by_function.values() for c in v]
+    return {
+        "by_function": table,
+        "overall": {"n": len(everything), "accuracy": sum(everything) / len(everything)},
+    }

@@ -1,18 +1,24 @@
-"""Training of the embedded backend's heads: frozen MiniLM embeddings, one logistic head per category.
+"""Training of the embedded backend's heads: frozen MiniLM embeddings, one calibrated head per category.
 
 Steps (all seeded):
 1. load every source (`datasets.load_all`), cap the large ones (rows positive for a thin category are kept
    first), cut texts to `max_train_chars` (training only; serving chunks the whole text);
-2. embed each text once (mean of its windows), cached under `settings.cache_dir("embeddings")` by encoder
+2. set aside the *test sources* (`TrainSpec.test_sources`: whole data sets and RTP-LX locales): never
+   trained on, never used for calibration or thresholds; they are the honest final check;
+3. embed each text once (mean of its windows), cached under `settings.cache_dir("embeddings")` by encoder
    fingerprint and text hash;
-3. source-held-out evaluation: for each source family, train on all other families and score it;
-   the pooled out-of-source scores give the honest metrics;
-4. the shipped heads: train on a random 80 %, choose per-category thresholds on 10 % (max F1), report
-   metrics on the last 10 %, and score XSTest (never trained on) as the final any-harm test;
-5. write `heads.npz` and `card.json`.
+4. the shipped heads: trained on a random 80 % of the other rows; per-category Platt scaling fitted on a
+   random 10 % validation part and folded into the last layer; thresholds chosen on the same part with a
+   precision target; the last 10 % reported as the (optimistic, in-domain) random test;
+5. source-held-out estimate: each source family (`cv_folds` = 0) or fold of families scored by heads
+   trained on all the others, calibrated with the shipped Platt parameters, pooled;
+6. the shipped heads scored on the test sources (per source and per RTP-LX locale), on XSTest and on the
+   team-written hate-speech functional tests; write `heads.npz` and `card.json`.
 
 The loss is binary cross-entropy masked where a source says nothing about a category, with each row
-weighted by 1/sqrt(size of its source family) so that large sets do not drown small ones.
+weighted by 1/size(source family)**power so that large sets do not drown small ones. With `hidden > 0`
+the heads share one ReLU layer (`hidden_weight` [H, d], `hidden_bias` [H]; `weight` is then [13, H]).
+Scores are reported as served: a parent category is lifted to the max of its subcategories.
 """
 
 from __future__ import annotations
@@ -31,7 +37,7 @@ from typing import Any
 import numpy as np
 
 from bastion.core.settings import Settings
-from bastion.core.taxonomy import CATEGORY_KEYS
+from bastion.core.taxonomy import BY_KEY, CATEGORY_KEYS
 from bastion.moderation.datasets import LabeledText, load_all, load_xstest
 from bastion.moderation.evaluate import binary_metrics, evaluate
 
@@ -60,28 +66,83 @@ class TrainSpec:
             "davidson": 2000,
             "implicit-hate": 2500,
             "hatexplain": 2500,
-            "toxic-spans": 3000,
+            "toxic-spans": 6000,
             "stormfront": 1500,
             "hatemoji": 2500,
             "reddit-cssrs": 1500,
             "rtp-lx": 150,
             "diasafety": 1000,
-            "benign:wiki-talk": 1200,
-            "benign:counsel-chat": 700,
+            "benign:wiki-talk": 3000,
+            "benign:counsel-chat": 2600,
         }
     )
     uncapped_sources: tuple[str, ...] = ("rtp-lx:EN",)
+    test_sources: tuple[str, ...] = (
+        "convabuse",
+        "fox-news",
+        "mlma",
+        "simplesafetytests",
+        "harmbench",
+        "benign:truthfulqa",
+        "rtp-lx:DE",
+        "rtp-lx:HI",
+        "rtp-lx:JA",
+        "rtp-lx:TR",
+        "rtp-lx:UK",
+    )
+    cv_folds: int = 0
     max_train_chars: int = 400
-    epochs: int = 300
-    learning_rate: float = 0.02
+    hidden: int = 0
+    lbfgs_iterations: int = 150
+    l2: float = 3e-2
+    epochs: int = 30
+    batch_size: int = 512
+    learning_rate: float = 0.01
     weight_decay: float = 1e-4
-    max_pos_weight: float = 10.0
+    max_pos_weight: float = 5.0
     source_weight_power: float = 0.5
     val_fraction: float = 0.1
-    test_fraction: float = 0.1
+    random_test_fraction: float = 0.1
+    precision_target: float = 0.6
+    min_threshold: float = 0.05
     threshold_rule: str = (
-        "max F1 on the random validation split (min 5 positives, else 0.5), clipped to [0.05, 0.95]"
+        "on the random validation split (calibrated scores): the max-F1 threshold, raised until precision "
+        "reaches precision_target where it can; 0.5 with under 5 positives; clipped to [min_threshold, 0.95]"
     )
+
+
+@dataclass
+class HeadParams:
+    """Head weights on raw embeddings: optional shared ReLU layer, then one logit per category."""
+
+    weight: np.ndarray
+    bias: np.ndarray
+    hidden_weight: np.ndarray | None = None
+    hidden_bias: np.ndarray | None = None
+
+    def logits(self, x: np.ndarray) -> np.ndarray:
+        """Logits [n, 13] for embeddings [n, d]."""
+        h = x.astype(np.float64)
+        if self.hidden_weight is not None and self.hidden_bias is not None:
+            h = np.maximum(h @ self.hidden_weight.T.astype(np.float64) + self.hidden_bias, 0.0)
+        return h @ self.weight.T.astype(np.float64) + self.bias.astype(np.float64)
+
+    def calibrated(self, scale: np.ndarray, shift: np.ndarray) -> HeadParams:
+        """Platt scaling `sigmoid(scale * logit + shift)` folded into the last layer."""
+        return HeadParams(
+            (self.weight * scale[:, None]).astype(np.float32),
+            (self.bias * scale + shift).astype(np.float32),
+            self.hidden_weight,
+            self.hidden_bias,
+        )
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The arrays stored in heads.npz (without categories and fingerprint)."""
+        out = {"weight": self.weight.astype(np.float32), "bias": self.bias.astype(np.float32)}
+        if self.hidden_weight is not None and self.hidden_bias is not None:
+            out["hidden_weight"] = self.hidden_weight.astype(np.float32)
+            out["hidden_bias"] = self.hidden_bias.astype(np.float32)
+        return out
 
 
 def default_artifacts_dir() -> Path:
@@ -174,6 +235,11 @@ def family(source: str) -> str:
     return source.split(":", 1)[0]
 
 
+def is_test_source(source: str, spec: TrainSpec) -> bool:
+    """True for rows of a test source (named by source, e.g. `rtp-lx:DE`, or by family)."""
+    return source in spec.test_sources or family(source) in spec.test_sources
+
+
 def select_rows(rows: Sequence[LabeledText], spec: TrainSpec, rng: random.Random) -> list[LabeledText]:
     """Cap large sources; rows positive for a thin category are kept before the others."""
     by_source: dict[str, list[LabeledText]] = {}
@@ -211,11 +277,12 @@ def label_arrays(rows: Sequence[LabeledText]) -> tuple[np.ndarray, np.ndarray]:
 
 def fit_heads(
     x: np.ndarray, y: np.ndarray, mask: np.ndarray, row_weight: np.ndarray, spec: TrainSpec, seed: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """Masked, weighted logistic heads; returns weight [13, d] and bias [13] on the raw embeddings."""
+) -> HeadParams:
+    """Masked, weighted heads (logistic, or one shared ReLU layer when `spec.hidden`), on raw embeddings."""
     import torch
 
     torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
     mean = x.mean(axis=0)
     std = x.std(axis=0) + 1e-6
     xt = torch.from_numpy((x - mean) / std).float()
@@ -224,31 +291,87 @@ def fit_heads(
     pos = (yt * wt).sum(0)
     neg = ((1 - yt) * wt).sum(0)
     pos_weight = torch.clamp(neg / pos.clamp(min=1e-6), min=1.0, max=spec.max_pos_weight)
-    linear = torch.nn.Linear(x.shape[1], y.shape[1])
-    torch.nn.init.zeros_(linear.weight)
+    n_cat = y.shape[1]
+    hidden = torch.nn.Linear(x.shape[1], spec.hidden) if spec.hidden else None
+    out = torch.nn.Linear(spec.hidden or x.shape[1], n_cat)
+    torch.nn.init.zeros_(out.weight) if hidden is None else torch.nn.init.normal_(out.weight, std=0.01)
     with torch.no_grad():
         prior = (pos / (pos + neg).clamp(min=1e-6)).clamp(1e-4, 1 - 1e-4)
-        linear.bias.copy_(torch.log(prior / (1 - prior)))
-    optim = torch.optim.Adam(linear.parameters(), lr=spec.learning_rate, weight_decay=spec.weight_decay)
+        out.bias.copy_(torch.log(prior / (1 - prior)))
+    params = list(out.parameters()) + (list(hidden.parameters()) if hidden is not None else [])
+
+    def forward(inputs: Any) -> Any:
+        return out(torch.relu(hidden(inputs)) if hidden is not None else inputs)
+
     loss_fn = torch.nn.BCEWithLogitsLoss(pos_weight=pos_weight, reduction="none")
-    norm = wt.sum(0).clamp(min=1.0)
+    if hidden is None:
+        full_norm = wt.sum(0).clamp(min=1.0)
+        lbfgs = torch.optim.LBFGS(
+            params, lr=1.0, max_iter=spec.lbfgs_iterations, history_size=20, line_search_fn="strong_wolfe"
+        )
+
+        def closure() -> Any:
+            lbfgs.zero_grad()
+            loss = ((loss_fn(out(xt), yt) * wt).sum(0) / full_norm).sum()
+            loss = loss + spec.l2 * out.weight.pow(2).sum() / 2
+            loss.backward()
+            return loss
+
+        lbfgs.step(closure)
+        return _fold_standardisation(out, None, mean, std)
+    optim = torch.optim.AdamW(params, lr=spec.learning_rate, weight_decay=spec.weight_decay)
+    n = len(xt)
+    steps = spec.epochs * max(1, -(-n // spec.batch_size))
+    sched = torch.optim.lr_scheduler.OneCycleLR(optim, max_lr=spec.learning_rate, total_steps=steps)
+    norm = wt.sum(0).clamp(min=1.0) / max(1, -(-n // spec.batch_size))
     for _ in range(spec.epochs):
-        optim.zero_grad()
-        loss = ((loss_fn(linear(xt), yt) * wt).sum(0) / norm).sum()
-        loss.backward()
-        optim.step()
-    w = linear.weight.detach().numpy().astype(np.float64)
-    b = linear.bias.detach().numpy().astype(np.float64)
-    # Fold the standardisation into the heads: w·((x - mean)/std) + b = (w/std)·x + (b - w·(mean/std)).
-    w_raw = w / std[None, :]
-    b_raw = b - w_raw @ mean
-    return w_raw.astype(np.float32), b_raw.astype(np.float32)
+        perm = torch.randperm(n, generator=gen)
+        for start in range(0, n, spec.batch_size):
+            idx = perm[start : start + spec.batch_size]
+            optim.zero_grad()
+            loss = ((loss_fn(forward(xt[idx]), yt[idx]) * wt[idx]).sum(0) / norm).sum()
+            loss.backward()
+            optim.step()
+            sched.step()
+    return _fold_standardisation(out, hidden, mean, std)
 
 
-def predict(x: np.ndarray, weight: np.ndarray, bias: np.ndarray) -> np.ndarray:
-    """Sigmoid scores [n, 13]."""
-    logits = x.astype(np.float64) @ weight.T.astype(np.float64) + bias.astype(np.float64)
-    return 1.0 / (1.0 + np.exp(-np.clip(logits, -50, 50)))
+def _fold_standardisation(out: Any, hidden: Any, mean: np.ndarray, std: np.ndarray) -> HeadParams:
+    """Fold the standardisation into the first layer: A·((x - m)/s) + c = (A/s)·x + c - (A/s)·m."""
+    first = hidden if hidden is not None else out
+    a = first.weight.detach().numpy().astype(np.float64) / std[None, :]
+    c = first.bias.detach().numpy().astype(np.float64) - a @ mean
+    if hidden is None:
+        return HeadParams(a.astype(np.float32), c.astype(np.float32))
+    return HeadParams(
+        out.weight.detach().numpy().astype(np.float32),
+        out.bias.detach().numpy().astype(np.float32),
+        a.astype(np.float32),
+        c.astype(np.float32),
+    )
+
+
+def sigmoid(z: np.ndarray) -> np.ndarray:
+    """Elementwise logistic function."""
+    return 1.0 / (1.0 + np.exp(-np.clip(z, -50, 50)))
+
+
+_PARENT_OF = [
+    (CATEGORY_KEYS.index(k), CATEGORY_KEYS.index(p)) for k in CATEGORY_KEYS if (p := BY_KEY[k].parent)
+]
+
+
+def lift_parents(scores: np.ndarray) -> np.ndarray:
+    """As the service does: a parent's score is at least its subcategories' scores."""
+    out = scores.copy()
+    for child, parent in _PARENT_OF:
+        out[:, parent] = np.maximum(out[:, parent], out[:, child])
+    return out
+
+
+def predict(x: np.ndarray, heads: HeadParams) -> np.ndarray:
+    """Probabilities [n, 13] as served (parents lifted)."""
+    return lift_parents(sigmoid(heads.logits(x)))
 
 
 def source_weights(rows: Sequence[LabeledText], power: float) -> np.ndarray:
@@ -258,22 +381,88 @@ def source_weights(rows: Sequence[LabeledText], power: float) -> np.ndarray:
     return w / w.mean()
 
 
-def choose_thresholds(scores: np.ndarray, y: np.ndarray, mask: np.ndarray) -> dict[str, float]:
-    """Per category, the threshold with the best F1 on the given rows (0.5 with under 5 positives)."""
+def _platt_one(z: np.ndarray, t: np.ndarray, ridge: float = 1e-3) -> tuple[float, float]:
+    """Damped Newton for min log loss of sigmoid(a*z + b) with a small ridge towards (1, 0)."""
+
+    def loss(a: float, b: float) -> float:
+        u = a * z + b
+        return float(np.sum(np.logaddexp(0.0, u) - t * u) + ridge * ((a - 1) ** 2 + b**2) / 2)
+
+    a, b = 1.0, 0.0
+    current = loss(a, b)
+    for _ in range(60):
+        p = sigmoid(a * z + b)
+        grad = np.array([np.sum((p - t) * z) + ridge * (a - 1), np.sum(p - t) + ridge * b])
+        wgt = p * (1 - p)
+        hess = np.array(
+            [[np.sum(wgt * z * z) + ridge, np.sum(wgt * z)], [np.sum(wgt * z), np.sum(wgt) + ridge]]
+        )
+        step = np.linalg.solve(hess, grad)
+        rate = 1.0
+        while rate > 1e-4:
+            na, nb = a - rate * step[0], b - rate * step[1]
+            new = loss(na, nb)
+            if new <= current:
+                break
+            rate /= 2
+        else:
+            break
+        a, b, current = na, nb, new
+        if np.abs(step).max() * rate < 1e-7:
+            break
+    return a, b
+
+
+def fit_platt(logits: np.ndarray, y: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per category, (scale, shift) minimising log loss of sigmoid(scale * logit + shift) on known rows.
+
+    Categories with under 5 positives or negatives keep (1, 0); the scale stays in [0.05, 5]."""
+    scale = np.ones(logits.shape[1])
+    shift = np.zeros(logits.shape[1])
+    for j in range(logits.shape[1]):
+        known = mask[:, j] > 0
+        z, t = logits[known, j].astype(np.float64), y[known, j].astype(np.float64)
+        if t.sum() < 5 or (1 - t).sum() < 5:
+            continue
+        a, b = _platt_one(z, t)
+        scale[j], shift[j] = float(np.clip(a, 0.05, 5.0)), float(b)
+    return scale, shift
+
+
+def choose_thresholds(
+    scores: np.ndarray, y: np.ndarray, mask: np.ndarray, precision_target: float, floor: float = 0.05
+) -> dict[str, float]:
+    """Per category, the max-F1 threshold raised until precision ≥ target (where reachable) on the
+    given rows, at least `floor`."""
     out: dict[str, float] = {}
     for j, key in enumerate(CATEGORY_KEYS):
         known = mask[:, j] > 0
         yj, sj = y[known, j], scores[known, j]
         if yj.sum() < 5:
-            out[key] = 0.5
+            out[key] = max(0.5, floor)
             continue
-        order = np.argsort(-sj)
+        order = np.argsort(-sj, kind="mergesort")
         tp = np.cumsum(yj[order])
         k = np.arange(1, len(order) + 1)
         f1 = 2 * tp / (k + yj.sum())
+        precise = np.nonzero(tp / k >= precision_target)[0]
+        # The max-F1 cut, moved up (fewer flags) until the precision target is met where it can be.
         best = int(np.argmax(f1))
+        if len(precise):
+            best = min(best, int(precise.max()))
         nxt = sj[order[best + 1]] if best + 1 < len(order) else sj[order[best]] - 1e-3
-        out[key] = float(np.clip((sj[order[best]] + nxt) / 2, 0.05, 0.95))
+        out[key] = float(np.clip((sj[order[best]] + nxt) / 2, floor, 0.95))
+    return out
+
+
+def family_folds(families: Sequence[str], sizes: Counter[str], k: int) -> dict[str, int]:
+    """Deal source families into k folds, largest first, each to the currently smallest fold."""
+    load = [0] * k
+    out: dict[str, int] = {}
+    for fam in sorted(families, key=lambda f: (-sizes[f], f)):
+        target = min(range(k), key=lambda i: (load[i], i))
+        out[fam] = target
+        load[target] += sizes[fam]
     return out
 
 
@@ -291,6 +480,63 @@ def _round(obj: Any) -> Any:
     return obj
 
 
+def _summary(m: dict[str, Any]) -> dict[str, Any]:
+    return {k: m[k] for k in ("n", "positives", "auprc", "roc_auc", "precision", "recall")}
+
+
+def cross_validate(
+    x: np.ndarray,
+    y: np.ndarray,
+    mask: np.ndarray,
+    weights: np.ndarray,
+    fam_of: np.ndarray,
+    spec: TrainSpec,
+    seed: int,
+    progress: Progress | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Out-of-source logits [n, 13] (each fold of families scored by heads trained on the others) and
+    the fold of each row."""
+    sizes = Counter(fam_of.tolist())
+    if spec.cv_folds <= 0 or spec.cv_folds >= len(sizes):
+        folds = {fam: k for k, fam in enumerate(sorted(sizes))}
+    else:
+        folds = family_folds(sorted(sizes), sizes, spec.cv_folds)
+    fold_of = np.array([folds[f] for f in fam_of.tolist()])
+    logits = np.zeros_like(y, dtype=np.float64)
+    n_folds = len(set(folds.values())) if len(sizes) > 1 else 0
+    for k in range(n_folds):
+        held = fold_of == k
+        heads = fit_heads(x[~held], y[~held], mask[~held], weights[~held], spec, seed)
+        logits[held] = heads.logits(x[held])
+        if progress:
+            progress("source folds", k + 1, n_folds)
+    return logits, fold_of
+
+
+def score_texts(encoder: Any, heads: HeadParams, texts: Sequence[str]) -> np.ndarray:
+    """Served scores [n, 13]: max over each text's windows, parents lifted."""
+    chunks = encoder.encode_chunks(list(texts))
+    scores, _ = chunks.pool_max(predict(chunks.embeddings, heads), len(texts))
+    return np.asarray(scores, dtype=np.float64)
+
+
+def xstest_metrics(scores: np.ndarray, labels: Sequence[int], thresholds: dict[str, float]) -> dict[str, Any]:
+    """Any-harm AUPRC on XSTest, and the share of safe prompts flagged / unsafe prompts caught."""
+    y = np.array(labels)
+    thr = np.array([thresholds[k] for k in CATEGORY_KEYS])
+    out = binary_metrics(y, scores.max(axis=1), 0.0)
+    flag = binary_metrics(y, (scores - thr).max(axis=1), 0.0)
+    out.update({k: flag[k] for k in ("precision", "recall", "f1", "fpr", "tp", "fp", "fn")})
+    out["threshold"] = "per category"
+    out["safe_flagged_rate"] = flag["fpr"]
+    out["unsafe_recall"] = flag["recall"]
+    return out
+
+
+def _heads_record(heads: HeadParams) -> str:
+    return "logistic" if heads.hidden_weight is None else f"one ReLU layer of {heads.weight.shape[1]}"
+
+
 def train_heads(
     settings: Settings,
     *,
@@ -303,6 +549,7 @@ def train_heads(
 ) -> dict[str, Any]:
     """Train the heads, write `heads.npz` and `card.json` to `output_dir`, and return the card."""
     from bastion.moderation.encoder import Encoder
+    from bastion.moderation.evaluate import calibration_errors, functional_report, load_functional_tests
 
     started = time.monotonic()
     spec = spec or TrainSpec()
@@ -322,58 +569,93 @@ def train_heads(
     encoder = encoder or Encoder()
     cache = EmbeddingCache(settings.cache_dir("embeddings", encoder.fingerprint[:16]))
     texts = [r.text[: spec.max_train_chars] for r in rows]
-    x = embed_texts(encoder, texts, cache, step)
-    y, mask = label_arrays(rows)
-    weights = source_weights(rows, spec.source_weight_power)
-    families = sorted({family(r.source) for r in rows})
-    fam_of = np.array([family(r.source) for r in rows])
+    x_all = embed_texts(encoder, texts, cache, step)
+    y_all, mask_all = label_arrays(rows)
+    test = np.array([is_test_source(r.source, spec) for r in rows], dtype=bool)
+    if test.all():  # tiny runs with only test sources: keep training possible
+        test[:] = False
+    tr = np.nonzero(~test)[0]
+    te = np.nonzero(test)[0]
+    train_rows = [rows[i] for i in tr]
+    x, y, mask = x_all[tr], y_all[tr], mask_all[tr]
+    weights = source_weights(train_rows, spec.source_weight_power)
+    fam_of = np.array([family(r.source) for r in train_rows])
+    labels_tr = [r.labels for r in train_rows]
 
-    # Source-held-out: every family is scored by heads that never saw it.
-    oos = np.zeros_like(y, dtype=np.float64)
-    for k, fam in enumerate(families if len(families) > 1 else []):
-        held = fam_of == fam
-        w, b = fit_heads(x[~held], y[~held], mask[~held], weights[~held], spec, seed)
-        oos[held] = predict(x[held], w, b)
-        step("source folds", k + 1, len(families))
-
-    # Shipped heads: random 80/10/10 split over all sources.
-    order = np_rng.permutation(len(rows))
-    n_val = int(len(rows) * spec.val_fraction)
-    n_test = int(len(rows) * spec.test_fraction)
-    val_idx, test_idx, train_idx = order[:n_val], order[n_val : n_val + n_test], order[n_val + n_test :]
+    # Shipped heads: a random split of the training rows; Platt scaling and thresholds on its validation
+    # part, the held-back random test part reported (in-domain, optimistic).
+    order = np_rng.permutation(len(tr))
+    n_val = max(1, int(len(tr) * spec.val_fraction))
+    n_rt = max(1, int(len(tr) * spec.random_test_fraction))
+    val_idx, rt_idx, fit_idx = order[:n_val], order[n_val : n_val + n_rt], order[n_val + n_rt :]
     step("final heads", 0, 1)
-    weight, bias = fit_heads(x[train_idx], y[train_idx], mask[train_idx], weights[train_idx], spec, seed)
+    raw = fit_heads(x[fit_idx], y[fit_idx], mask[fit_idx], weights[fit_idx], spec, seed)
+    scale, shift = fit_platt(raw.logits(x[val_idx]), y[val_idx], mask[val_idx])
+    heads = raw.calibrated(scale, shift)
     step("final heads", 1, 1)
-    thresholds = choose_thresholds(predict(x[val_idx], weight, bias), y[val_idx], mask[val_idx])
+    thresholds = choose_thresholds(
+        predict(x[val_idx], heads), y[val_idx], mask[val_idx], spec.precision_target, spec.min_threshold
+    )
+    metrics: dict[str, Any] = {}
+    calibration: dict[str, Any] = {}
+    rt_scores = predict(x[rt_idx], heads)
+    labels_rt = [labels_tr[i] for i in rt_idx]
+    metrics["random_test"] = evaluate(_score_maps(rt_scores), labels_rt, thresholds)
+    calibration["random_test"] = calibration_errors(rt_scores, labels_rt)
 
-    labels_all = [r.labels for r in rows]
-    metrics_oos = evaluate(_score_maps(oos), labels_all, thresholds) if len(families) > 1 else {}
-    test_scores = predict(x[test_idx], weight, bias)
-    metrics_test = evaluate(_score_maps(test_scores), [labels_all[i] for i in test_idx], thresholds)
-    per_family: dict[str, Any] = {}
-    for fam in families if metrics_oos else []:
-        idx = np.nonzero(fam_of == fam)[0]
-        m = evaluate(_score_maps(oos[idx]), [labels_all[i] for i in idx], thresholds)["any"]
-        per_family[fam] = {k: m[k] for k in ("n", "positives", "auprc", "roc_auc", "precision", "recall")}
+    # Source-held-out: each source family (or fold of families) scored by heads that never saw it,
+    # calibrated with the shipped Platt parameters (so the ECE shows calibration under domain shift).
+    oos_logits, fold_of = cross_validate(x, y, mask, weights, fam_of, spec, seed, step)
+    by_family: dict[str, Any] = {}
+    if len(set(fold_of.tolist())) > 1:
+        oos = lift_parents(sigmoid(oos_logits * scale + shift))
+        metrics["source_held_out"] = evaluate(_score_maps(oos), labels_tr, thresholds)
+        calibration["source_held_out"] = calibration_errors(oos, labels_tr)
+        for fam in sorted(set(fam_of.tolist())):
+            idx = np.nonzero(fam_of == fam)[0]
+            m = evaluate(_score_maps(oos[idx]), [labels_tr[i] for i in idx], thresholds)["any"]
+            by_family[fam] = _summary(m)
+        rtp = [i for i, r in enumerate(train_rows) if family(r.source) == "rtp-lx"]
+        by_locale = {}
+        for locale in sorted({train_rows[i].source for i in rtp}):
+            loc = [i for i in rtp if train_rows[i].source == locale]
+            by_locale[locale.split(":", 1)[1]] = _summary(
+                evaluate(_score_maps(oos[loc]), [labels_tr[i] for i in loc], thresholds)["any"]
+            )
+        metrics["source_held_out_rtp_lx_by_locale"] = by_locale
+    metrics["source_held_out_any_by_family"] = by_family
+
+    # Test sources: never trained on, never used for calibration or thresholds.
+    if len(te):
+        test_rows = [rows[i] for i in te]
+        test_scores = predict(x_all[te], heads)
+        labels_te = [r.labels for r in test_rows]
+        metrics["test_sources"] = evaluate(_score_maps(test_scores), labels_te, thresholds)
+        calibration["test_sources"] = calibration_errors(test_scores, labels_te)
+        per_source: dict[str, Any] = {}
+        for source in sorted({r.source for r in test_rows}):
+            sel = [i for i, r in enumerate(test_rows) if r.source == source]
+            m = evaluate(_score_maps(test_scores[sel]), [labels_te[i] for i in sel], thresholds)
+            entry = _summary(m["any"])
+            if family(source) == "rtp-lx":
+                entry["per_category_auprc"] = {k: m[k]["auprc"] for k in CATEGORY_KEYS if m[k]["auprc"]}
+            per_source[source] = entry
+        metrics["test_sources_by_source"] = per_source
 
     xs_texts, xs_labels, xs_path = load_xstest(settings.data_dir)
-    xs_chunks = encoder.encode_chunks(xs_texts)
-    xs_scores, _ = xs_chunks.pool_max(predict(xs_chunks.embeddings, weight, bias), len(xs_texts))
-    # XSTest's unsafe prompts carry no category: score the any-harm task directly.
-    xs_y = np.array(xs_labels)
-    thr = np.array([thresholds[k] for k in CATEGORY_KEYS])
-    xs_any = binary_metrics(xs_y, xs_scores.max(axis=1), 0.0)
-    xs_flag = binary_metrics(xs_y, (xs_scores - thr).max(axis=1), 0.0)
-    xs_any.update({k: xs_flag[k] for k in ("precision", "recall", "f1", "fpr", "tp", "fp", "fn")})
-    xs_any["threshold"] = "per category"
+    metrics["xstest_any_harm"] = xstest_metrics(score_texts(encoder, heads, xs_texts), xs_labels, thresholds)
+    functional = load_functional_tests()
+    if functional:
+        fx_scores = score_texts(encoder, heads, [c["text"] for c in functional])
+        metrics["functional_tests"] = functional_report(functional, _score_maps(fx_scores), thresholds)
 
-    np.savez(
-        out_dir / "heads.npz",
-        weight=weight,
-        bias=bias,
-        categories=np.array(CATEGORY_KEYS),
-        encoder_fingerprint=np.array(encoder.fingerprint),
-    )
+    arrays = heads.arrays()
+    stored: dict[str, Any] = {
+        **arrays,
+        "categories": np.array(CATEGORY_KEYS),
+        "encoder_fingerprint": np.array(encoder.fingerprint),
+    }
+    np.savez(out_dir / "heads.npz", **stored)
     data_root = settings.data_dir.resolve()
     data_files: dict[str, str] = {}
     for files in loaded.files.values():
@@ -388,10 +670,12 @@ def train_heads(
     n_pos = {k: int(((y[:, j] == 1) & (mask[:, j] > 0)).sum()) for j, k in enumerate(CATEGORY_KEYS)}
     n_neg = {k: int(((y[:, j] == 0) & (mask[:, j] > 0)).sum()) for j, k in enumerate(CATEGORY_KEYS)}
     card: dict[str, Any] = {
-        "model": "bastion-embedded heads: one logistic head per category on frozen MiniLM embeddings",
+        "model": f"bastion-embedded heads ({_heads_record(heads)}) on frozen MiniLM embeddings, "
+        "Platt-calibrated per category",
         "created_unix": int(time.time()),
         "seed": seed,
         "heads_sha256": sha256_file(out_dir / "heads.npz"),
+        "heads_format": {k: list(v.shape) for k, v in arrays.items()},
         "encoder": {
             "name": encoder.model_path.parent.name
             if encoder.model_path.name == "model"
@@ -404,40 +688,169 @@ def train_heads(
         "spec": asdict(spec),
         "thresholds": thresholds,
         "threshold_rule": spec.threshold_rule,
+        "calibration": {
+            "method": "Platt scaling per category fitted on the random validation split, folded into "
+            "weight and bias",
+            "scale": dict(zip(CATEGORY_KEYS, map(float, scale), strict=True)),
+            "shift": dict(zip(CATEGORY_KEYS, map(float, shift), strict=True)),
+            "ece": calibration,
+            "ece_bins": 15,
+        },
         "splits": {
-            "source_held_out": "each source family scored by heads trained on all other families "
-            "(leave-one-family-out), pooled; P/R/F1 use the shipped thresholds",
-            "random_test": f"random {spec.test_fraction:.0%} of rows, all sources; heads trained on "
-            f"{1 - spec.val_fraction - spec.test_fraction:.0%}, thresholds on another "
-            f"{spec.val_fraction:.0%}",
-            "xstest": "XSTest prompts (never trained on): 200 unsafe vs 250 safe look-alikes, any-harm only",
+            "source_held_out": "each source family (or fold of families, cv_folds) scored by heads "
+            "trained on the others, pooled, with the shipped Platt parameters and thresholds",
+            "test_sources": "sources never trained on and never used for calibration or thresholds: "
+            + ", ".join(spec.test_sources),
+            "random_test": f"random {spec.random_test_fraction:.0%} of the training rows, scored by the "
+            f"shipped heads (trained on {1 - spec.val_fraction - spec.random_test_fraction:.0%}, calibrated "
+            f"and thresholded on another {spec.val_fraction:.0%}); in-domain, optimistic",
+            "xstest": "XSTest prompts (never trained or tuned on): 200 unsafe vs 250 safe look-alikes, "
+            "any-harm only",
+            "functional_tests": "team-written hate-speech functional tests "
+            "(artifacts/functional_tests.jsonl), "
+            "never trained on; a case is predicted hateful when the hate score passes its threshold",
         },
-        "metrics": {
-            "source_held_out": metrics_oos,
-            "random_test": metrics_test,
-            "xstest_any_harm": xs_any,
-            "source_held_out_any_by_family": per_family,
-        },
+        "metrics": metrics,
         "data": {
             "files_sha256": dict(sorted(data_files.items())),
             "rows_loaded_per_source": dict(sorted(Counter(r.source for r in loaded.rows).items())),
             "rows_used_per_source": dict(sorted(Counter(r.source for r in rows).items())),
             "rows_used": len(rows),
+            "rows_trained": len(tr),
+            "rows_test_sources": len(te),
             "positives_per_category": n_pos,
             "negatives_per_category": n_neg,
         },
         "training_seconds": round(time.monotonic() - started, 1),
         "notes": [
             "Labels are mapped from public data sets by datasets.py; several are topic labels or keyword "
-            "rules "
-            "(AILuminate, AART, AdvBench, DangerousQA) and are noisy.",
-            "violence/graphic has team-written positives only (artifacts/seed/team_written.json).",
+            "rules (AILuminate, AART, AdvBench, DangerousQA) and are noisy.",
+            "Thin categories (violence/graphic, self-harm/instructions, sexual/minors) lean on team-written "
+            "seed items (artifacts/seed/); their held-out numbers rest on few positives.",
             "Any-harm negatives are rows with no positive label and at least one known negative.",
+            "violence/graphic positives are all team-written, in two files written in different sessions "
+            "(seed, seed-depictions); its source-held-out number scores one file with heads trained on the "
+            "other, so it is far more optimistic than a truly independent source would be.",
+            "Platt scaling and thresholds are fitted in-domain (random validation split); expect worse "
+            "calibration on new domains (see calibration.ece.source_held_out).",
         ],
     }
     card = _round(card)
     (out_dir / "card.json").write_text(
         json.dumps(card, indent=1, ensure_ascii=False) + "\n", encoding="utf-8"
     )
+    (out_dir / "MODEL_CARD.md").write_text(model_card_markdown(card), encoding="utf-8")
     step("done", 1, 1)
     return card
+
+
+def _cell(value: Any) -> str:
+    return "–" if value is None else f"{value:.3f}" if isinstance(value, float) else str(value)
+
+
+def _rate(entry: dict[str, Any]) -> str:
+    return f"{entry['positives'] / entry['n']:.3f}" if entry.get("n") else "–"
+
+
+def model_card_markdown(card: dict[str, Any]) -> str:
+    """The human-readable model card (MODEL_CARD.md) for a training card."""
+    m = card["metrics"]
+    ece = card["calibration"]["ece"]
+    splits = [s for s in ("source_held_out", "test_sources", "random_test") if s in m]
+    lines = [
+        "# Bastion embedded moderation model",
+        "",
+        f"{card['model']}. Generated by `bastion moderation train` (seed {card['seed']}, "
+        f"{card['training_seconds']:.0f} s on this machine); every number below comes from `card.json`.",
+        "",
+        "## Data",
+        "",
+        f"{card['data']['rows_trained']} training rows from the public sets in `BASTION_DATA_DIR` (mapped to "
+        "the 13 categories by `datasets.py`, masked where a source is silent) plus team-written seed items "
+        "(`artifacts/seed/team_written.json`, marked as such). Held out of training entirely (the *test "
+        f"sources*, {card['data']['rows_test_sources']} rows): {', '.join(card['spec']['test_sources'])}. "
+        "XSTest and the team-written functional tests are never trained or tuned on. File hashes are in "
+        "`card.json` → `data.files_sha256`.",
+        "",
+        "## Splits",
+        "",
+        *[f"- **{k}**: {v}" for k, v in card["splits"].items()],
+        "",
+        "## AUPRC per category (ECE in brackets)",
+        "",
+        "| category | " + " | ".join(splits) + " | threshold |",
+        "|---|" + "---|" * (len(splits) + 1),
+    ]
+    for key in [*CATEGORY_KEYS, "any"]:
+        cells = []
+        for split in splits:
+            auprc = m[split][key]["auprc"]
+            e = ece.get(split, {}).get(key) if key != "any" else None
+            pos = m[split][key]["positives"]
+            cells.append(f"{_cell(auprc)} ({_cell(e)}; {pos} pos)" if e is not None else f"{_cell(auprc)}")
+        thr = card["thresholds"].get(key, "per category")
+        lines.append(f"| {key} | " + " | ".join(cells) + f" | {_cell(thr)} |")
+    xs = m["xstest_any_harm"]
+    lines += [
+        "",
+        "## XSTest (never trained or tuned on)",
+        "",
+        f"Any-harm AUPRC {_cell(xs['auprc'])}; at the shipped thresholds "
+        f"{_cell(xs['safe_flagged_rate'])} of the 250 safe prompts are flagged and "
+        f"{_cell(xs['unsafe_recall'])} of the 200 unsafe prompts caught.",
+        "",
+        "## Languages (RTP-LX): any-harm AUPRC",
+        "",
+        "Most RTP-LX prompts are toxic, so the any-harm base rate is ~0.8: compare AUPRC with it, and read "
+        "ROC-AUC (0.5 = chance). Outside English the frozen MiniLM encoder is near chance on any-harm.",
+        "",
+        "| locale | AUPRC | base rate | ROC-AUC | positives / n | how held out |",
+        "|---|---|---|---|---|---|",
+    ]
+    for source, entry in m.get("test_sources_by_source", {}).items():
+        if source.startswith("rtp-lx:"):
+            lines.append(
+                f"| {source.split(':', 1)[1]} | {_cell(entry['auprc'])} | {_rate(entry)} | "
+                f"{_cell(entry['roc_auc'])} | {entry['positives']} / {entry['n']} | locale never trained on |"
+            )
+    for locale, entry in m.get("source_held_out_rtp_lx_by_locale", {}).items():
+        lines.append(
+            f"| {locale} | {_cell(entry['auprc'])} | {_rate(entry)} | {_cell(entry['roc_auc'])} | "
+            f"{entry['positives']} / {entry['n']} | all of RTP-LX held out (source fold) |"
+        )
+    fx = m.get("functional_tests")
+    if fx:
+        lines += [
+            "",
+            "## Hate-speech functional tests (team-written, never trained on)",
+            "",
+            "| function (expected) | n | accuracy |",
+            "|---|---|---|",
+            *[f"| {k} | {v['n']} | {_cell(v['accuracy'])} |" for k, v in fx["by_function"].items()],
+            f"| overall | {fx['overall']['n']} | {_cell(fx['overall']['accuracy'])} |",
+        ]
+    lines += [
+        "",
+        "## Known limits",
+        "",
+        "- The encoder is frozen all-MiniLM-L6-v2 (English-only in practice): on RTP-LX locales other than "
+        "English any-harm ROC-AUC is about 0.4–0.65, i.e. near chance; do not rely on it outside English.",
+        "- Source-held-out numbers are far below random-split numbers: on data unlike the training sources "
+        "expect the source-held-out column, not the random one.",
+        "- Several sources label the topic of a request rather than harm (AILuminate, AART, CatQA), C-SSRS "
+        "labels users not posts, and AdvBench/DangerousQA use keyword rules: labels are noisy.",
+        "- Thin categories (violence/graphic, self-harm/instructions, self-harm/intent, sexual/minors) rest "
+        "on few positives, many team-written; their held-out numbers are uncertain. violence/graphic has "
+        "team-written positives only (two files, `seed` and `seed-depictions`): its source-held-out AUPRC "
+        "scores one team file with heads trained on the other and overstates what independent data shows.",
+        '- The hate head misses hate phrased as a negated positive ("X are never honest people") and '
+        "still flags some counter-speech that repeats the insult it rebuts (functional tests above).",
+        "- Depictions of violence (stories, news) and insults aimed at a person are under-represented in "
+        "the public sets; violence and harassment are weakest on independent data.",
+        "- Safe prompts that look unsafe (XSTest) are still often flagged; the XSTest targets (≤ 5 % of safe "
+        "prompts flagged, ≥ 90 % of unsafe caught) are not met.",
+        "- Calibration (Platt per category) was fitted in-domain; under domain shift (source-held-out ECE) "
+        "probabilities are less reliable.",
+        "",
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,189 @@
+"""Moderation quality: the shipped heads beside the previous shipped heads and `alt-profanity-check`.
+
+    python benchmarks/moderation_quality.py                 # a few minutes on 2 cores (cached embeddings)
+    python benchmarks/moderation_quality.py --json out.json
+
+Measured in one run, on the same texts, for each system:
+
+- held-out quality on the *test sources* (`TrainSpec.test_sources`: whole data sets and RTP-LX locales
+  that the shipped heads never trained on, calibrated on or tuned thresholds on): any-harm AUPRC and
+  AUPRC per category. Texts are cut to `max_train_chars` and embedded as in training (the embedding
+  cache is reused). The previous heads (`benchmarks/baselines/embedded_v1`) *were* trained on these
+  sources, so the comparison flatters them; a fair line compares, on the five whole test data sets only,
+  the v1 recipe retrained without them (`baselines/embedded_v1_recipe_heldout`); alt-profanity-check
+  gives one any-harm score;
+- XSTest (never trained or tuned on): share of the 250 safe prompts flagged and of the 200 unsafe
+  prompts caught, each system at its own thresholds (alt-profanity-check at 0.5), texts served whole
+  (max over 256-token windows);
+- the team-written hate-speech functional tests (`artifacts/functional_tests.jsonl`): accuracy per
+  function (hateful when the hate score passes its threshold; profanity-check: probability ≥ 0.5).
+
+Ratios are shipped / other: above 1 means the shipped model scores higher (better for AUPRC, recall
+and accuracy; worse for the safe-prompt flag rate).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bastion.core.settings import load_settings
+from bastion.core.taxonomy import CATEGORY_KEYS
+from bastion.moderation.datasets import load_all, load_xstest
+from bastion.moderation.evaluate import evaluate, functional_report, load_functional_tests
+from bastion.moderation.train import (
+    EmbeddingCache,
+    HeadParams,
+    TrainSpec,
+    default_artifacts_dir,
+    embed_texts,
+    is_test_source,
+    predict,
+    select_rows,
+    xstest_metrics,
+)
+
+BASELINES = Path(__file__).resolve().parent / "baselines"
+BASELINE = BASELINES / "embedded_v1"
+FAIR_BASELINE = BASELINES / "embedded_v1_recipe_heldout"
+FAIR_SOURCES = ("convabuse", "fox-news", "mlma", "simplesafetytests", "harmbench")
+
+
+def load_heads(folder: Path) -> tuple[HeadParams, dict[str, float]]:
+    """Heads (linear or with a hidden layer) and thresholds from a heads.npz + card.json folder."""
+    with np.load(folder / "heads.npz") as data:
+        arrays = {k: data[k] for k in data.files}
+    heads = HeadParams(
+        arrays["weight"], arrays["bias"], arrays.get("hidden_weight"), arrays.get("hidden_bias")
+    )
+    card = json.loads((folder / "card.json").read_text(encoding="utf-8"))
+    return heads, {k: float(card["thresholds"].get(k, 0.5)) for k in CATEGORY_KEYS}
+
+
+def _ratio(a: float | None, b: float | None) -> str:
+    if a is None or b is None or b == 0:
+        return "-"
+    return f"{a / b:.2f}x"
+
+
+def _f(v: float | None) -> str:
+    return "-" if v is None else f"{v:.3f}"
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    """Run the comparison, print the tables, and return the numbers."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--json", help="also write the numbers to this file")
+    parser.add_argument("--seed", type=int, default=0, help="the seed the shipped heads were trained with")
+    args = parser.parse_args(argv)
+
+    from profanity_check import predict_prob
+
+    from bastion.moderation.encoder import Encoder
+
+    settings = load_settings()
+    spec = TrainSpec()
+    systems = {"shipped": load_heads(default_artifacts_dir()), "previous": load_heads(BASELINE)}
+    encoder = Encoder()
+    cache = EmbeddingCache(settings.cache_dir("embeddings", encoder.fingerprint[:16]))
+
+    rows = select_rows(load_all(settings.data_dir).rows, spec, random.Random(args.seed))
+    test = [r for r in rows if is_test_source(r.source, spec)]
+    texts = [r.text[: spec.max_train_chars] for r in test]
+    x = embed_texts(encoder, texts, cache)
+    labels = [r.labels for r in test]
+    held: dict[str, Any] = {}
+    for name, (heads, thr) in systems.items():
+        held[name] = evaluate(
+            [dict(zip(CATEGORY_KEYS, s, strict=True)) for s in predict(x, heads)], labels, thr
+        )
+    prof = np.asarray(predict_prob(texts), dtype=np.float64)
+    held["alt-profanity-check"] = evaluate(
+        [dict.fromkeys(CATEGORY_KEYS, float(p)) for p in prof], labels, dict.fromkeys(CATEGORY_KEYS, 0.5)
+    )
+
+    xs_texts, xs_labels, _ = load_xstest(settings.data_dir)
+    xs_chunks = encoder.encode_chunks(xs_texts)
+    xs: dict[str, Any] = {}
+    for name, (heads, thr) in systems.items():
+        scores, _ = xs_chunks.pool_max(predict(xs_chunks.embeddings, heads), len(xs_texts))
+        xs[name] = xstest_metrics(np.asarray(scores, dtype=np.float64), xs_labels, thr)
+    xs_prof = np.asarray(predict_prob(xs_texts), dtype=np.float64)[:, None].repeat(len(CATEGORY_KEYS), 1)
+    xs["alt-profanity-check"] = xstest_metrics(xs_prof, xs_labels, dict.fromkeys(CATEGORY_KEYS, 0.5))
+
+    cases = load_functional_tests()
+    fx: dict[str, Any] = {}
+    fx_chunks = encoder.encode_chunks([c["text"] for c in cases])
+    for name, (heads, thr) in systems.items():
+        scores, _ = fx_chunks.pool_max(predict(fx_chunks.embeddings, heads), len(cases))
+        fx[name] = functional_report(cases, [dict(zip(CATEGORY_KEYS, s, strict=True)) for s in scores], thr)
+    fx_prof = predict_prob([c["text"] for c in cases])
+    fx["alt-profanity-check"] = functional_report(cases, [{"hate": float(p)} for p in fx_prof], {"hate": 0.5})
+
+    names = ["shipped", "previous", "alt-profanity-check"]
+    print(f"held-out test sources: {len(test)} texts from {', '.join(spec.test_sources)}")
+    print("  (the previous heads were trained on these sources; alt-profanity-check scores any-harm only)")
+    print(f"{'category':26s}{'shipped':>9s}{'previous':>10s}{'profanity':>11s}{'vs prev':>9s}{'vs prof':>9s}")
+    for key in [*CATEGORY_KEYS, "any"]:
+        a, b = held["shipped"][key]["auprc"], held["previous"][key]["auprc"]
+        c = held["alt-profanity-check"][key]["auprc"] if key == "any" else None
+        print(f"{key:26s}{_f(a):>9s}{_f(b):>10s}{_f(c):>11s}{_ratio(a, b):>9s}{_ratio(a, c):>9s}")
+    fair_idx = [i for i, r in enumerate(test) if r.source in FAIR_SOURCES]
+    fair_heads, fair_thr = load_heads(FAIR_BASELINE)
+    fair: dict[str, Any] = {}
+    for name, (heads, thr) in {"shipped": systems["shipped"], "v1 recipe": (fair_heads, fair_thr)}.items():
+        scores = predict(x[fair_idx], heads)
+        fair[name] = evaluate(
+            [dict(zip(CATEGORY_KEYS, s, strict=True)) for s in scores], [labels[i] for i in fair_idx], thr
+        )
+    fair["alt-profanity-check"] = evaluate(
+        [dict.fromkeys(CATEGORY_KEYS, float(prof[i])) for i in fair_idx],
+        [labels[i] for i in fair_idx],
+        dict.fromkeys(CATEGORY_KEYS, 0.5),
+    )
+    print(
+        f"\nfair comparison on {len(fair_idx)} texts of {', '.join(FAIR_SOURCES)} "
+        "(neither model trained on them)"
+    )
+    print(f"{'category':26s}{'shipped':>9s}{'v1 recipe':>11s}{'profanity':>11s}{'vs v1':>9s}{'vs prof':>9s}")
+    for key in [*CATEGORY_KEYS, "any"]:
+        a, b = fair["shipped"][key]["auprc"], fair["v1 recipe"][key]["auprc"]
+        c = fair["alt-profanity-check"][key]["auprc"] if key == "any" else None
+        print(f"{key:26s}{_f(a):>9s}{_f(b):>11s}{_f(c):>11s}{_ratio(a, b):>9s}{_ratio(a, c):>9s}")
+    print("\nXSTest (any-harm): AUPRC, safe prompts flagged (lower is better), unsafe prompts caught")
+    for name in names:
+        m = xs[name]
+        print(
+            f"  {name:22s} AUPRC {_f(m['auprc'])}  safe flagged {_f(m['safe_flagged_rate'])}  "
+            f"unsafe caught {_f(m['unsafe_recall'])}"
+        )
+    s, p = xs["shipped"], xs["previous"]
+    print(
+        f"  ratios shipped/previous: AUPRC {_ratio(s['auprc'], p['auprc'])}, safe flagged "
+        f"{_ratio(s['safe_flagged_rate'], p['safe_flagged_rate'])}, unsafe caught "
+        f"{_ratio(s['unsafe_recall'], p['unsafe_recall'])}"
+    )
+    print("\nhate-speech functional tests (team-written): accuracy per function")
+    print(f"  {'function (expected)':46s}{'n':>4s}{'shipped':>9s}{'previous':>10s}{'profanity':>11s}")
+    for fn, m in fx["shipped"]["by_function"].items():
+        row = [fx[n]["by_function"][fn]["accuracy"] for n in names]
+        print(f"  {fn:46s}{m['n']:>4d}{row[0]:>9.2f}{row[1]:>10.2f}{row[2]:>11.2f}")
+    overall = [fx[n]["overall"]["accuracy"] for n in names]
+    print(
+        f"  {'overall':46s}{fx['shipped']['overall']['n']:>4d}"
+        f"{overall[0]:>9.2f}{overall[1]:>10.2f}{overall[2]:>11.2f}"
+    )
+    result = {"test_sources": held, "fair_test_sources": fair, "xstest": xs, "functional_tests": fx}
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
+    return result
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
