@@ -90,6 +90,9 @@ def _import_transformers() -> Any:
 def _convert_gguf(gguf: Path, cache: Path) -> None:
     """De-quantise `gguf` into a transformers folder at `cache` (written aside, then renamed)."""
     transformers = _import_transformers()
+    for needed in ("gguf", "accelerate"):
+        if importlib.util.find_spec(needed) is None:
+            raise DependencyMissing(f"loading a GGUF model needs {needed}: pip install 'bastion[ml]'")
     tmp = cache.with_name(cache.name + f".tmp-{secrets.token_hex(4)}")
     logger.info("converting %s into %s (once)", gguf, cache)
     try:
