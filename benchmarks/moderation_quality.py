@@ -37,9 +37,9 @@ from bastion.core.settings import load_settings
 from bastion.core.taxonomy import CATEGORY_KEYS
 from bastion.moderation.datasets import load_all, load_xstest
 from bastion.moderation.evaluate import evaluate, functional_report, load_functional_tests
+from bastion.moderation.heads import HeadParams
 from bastion.moderation.train import (
     EmbeddingCache,
-    HeadParams,
     TrainSpec,
     default_artifacts_dir,
     embed_texts,

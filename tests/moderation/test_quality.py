@@ -23,7 +23,8 @@ from bastion.moderation.evaluate import (
     load_functional_tests,
     roc_auc,
 )
-from bastion.moderation.train import HeadParams, default_artifacts_dir, predict
+from bastion.moderation.heads import HeadParams
+from bastion.moderation.train import default_artifacts_dir, predict
 
 DATA = Path(os.environ.get("BASTION_DATA_DIR", Path(__file__).resolve().parents[3] / "shared" / "data"))
 ARTIFACTS = default_artifacts_dir()

@@ -53,6 +53,7 @@ from bastion.moderation.encoder import (
     resolve_model_path,
     window_settings,
 )
+from bastion.moderation.heads import HeadParams
 
 log = logging.getLogger(__name__)
 
@@ -95,17 +96,6 @@ PROBES: tuple[str, ...] = (
 
 
 @dataclass
-class HeadArrays:
-    """Head weights as `heads.npz` holds them: optional shared ReLU layer, then one logit per category."""
-
-    weight: np.ndarray
-    bias: np.ndarray
-    hidden_weight: np.ndarray | None = None
-    hidden_bias: np.ndarray | None = None
-    sha256: str = ""
-
-
-@dataclass
 class GraphInfo:
     """A built graph in the cache: where, whether int8, and how it validated."""
 
@@ -115,7 +105,7 @@ class GraphInfo:
     meta: dict[str, Any] = field(default_factory=dict)
 
 
-def graph_key(encoder_path: Path, heads: HeadArrays, quantize: bool) -> str:
+def graph_key(encoder_path: Path, heads: HeadParams, quantize: bool) -> str:
     """Cache key: encoder files, heads, quantisation and this module's format version."""
     base = model_fingerprint(str(encoder_path))
     raw = f"v{FORMAT_VERSION}:{base}:{heads.sha256}:{'int8' if quantize else 'fp32'}"
@@ -178,7 +168,7 @@ def _file_lock(path: Path) -> Iterator[None]:
 def ensure_graph(
     root: Path,
     encoder_path: Path,
-    heads: HeadArrays,
+    heads: HeadParams,
     *,
     quantize: bool,
     max_length: int,
@@ -264,7 +254,7 @@ def encoder_graphs(root: Path, encoder_path: Path) -> tuple[Path, Path]:
 
 
 def build_graph(
-    folder: Path, encoder_path: Path, heads: HeadArrays, *, quantize: bool, max_length: int, stride: int
+    folder: Path, encoder_path: Path, heads: HeadParams, *, quantize: bool, max_length: int, stride: int
 ) -> dict[str, Any]:
     """Write `folder/model.onnx` (fused, int8 when it validates) and return its metadata."""
     try:
@@ -396,7 +386,7 @@ def quantize_encoder(src: Path, out: Path) -> Path:
     return out
 
 
-def attach_heads(model: Any, heads: HeadArrays, out: Path) -> Path:
+def attach_heads(model: Any, heads: HeadParams, out: Path) -> Path:
     """Append the heads (fp32) to an encoder graph whose output is `embedding`; output `scores`."""
     import onnx
     from onnx import helper, numpy_helper
@@ -541,7 +531,7 @@ class OnnxEncoder(WindowEncoder):
 def load_onnx_encoder(
     root: Path,
     encoder_path: Path,
-    heads: HeadArrays,
+    heads: HeadParams,
     *,
     quantize: bool,
     max_length: int | None,

@@ -40,6 +40,7 @@ from bastion.core.settings import Settings
 from bastion.core.taxonomy import BY_KEY, CATEGORY_KEYS
 from bastion.moderation.datasets import LabeledText, load_all, load_xstest
 from bastion.moderation.evaluate import binary_metrics, evaluate
+from bastion.moderation.heads import HeadParams
 
 Progress = Callable[[str, int, int], None]
 
@@ -109,40 +110,6 @@ class TrainSpec:
         "on the random validation split (calibrated scores): the max-F1 threshold, raised until precision "
         "reaches precision_target where it can; 0.5 with under 5 positives; clipped to [min_threshold, 0.95]"
     )
-
-
-@dataclass
-class HeadParams:
-    """Head weights on raw embeddings: optional shared ReLU layer, then one logit per category."""
-
-    weight: np.ndarray
-    bias: np.ndarray
-    hidden_weight: np.ndarray | None = None
-    hidden_bias: np.ndarray | None = None
-
-    def logits(self, x: np.ndarray) -> np.ndarray:
-        """Logits [n, 13] for embeddings [n, d]."""
-        h = x.astype(np.float64)
-        if self.hidden_weight is not None and self.hidden_bias is not None:
-            h = np.maximum(h @ self.hidden_weight.T.astype(np.float64) + self.hidden_bias, 0.0)
-        return h @ self.weight.T.astype(np.float64) + self.bias.astype(np.float64)
-
-    def calibrated(self, scale: np.ndarray, shift: np.ndarray) -> HeadParams:
-        """Platt scaling `sigmoid(scale * logit + shift)` folded into the last layer."""
-        return HeadParams(
-            (self.weight * scale[:, None]).astype(np.float32),
-            (self.bias * scale + shift).astype(np.float32),
-            self.hidden_weight,
-            self.hidden_bias,
-        )
-
-    def arrays(self) -> dict[str, np.ndarray]:
-        """The arrays stored in heads.npz (without categories and fingerprint)."""
-        out = {"weight": self.weight.astype(np.float32), "bias": self.bias.astype(np.float32)}
-        if self.hidden_weight is not None and self.hidden_bias is not None:
-            out["hidden_weight"] = self.hidden_weight.astype(np.float32)
-            out["hidden_bias"] = self.hidden_bias.astype(np.float32)
-        return out
 
 
 def default_artifacts_dir() -> Path:

@@ -30,10 +30,11 @@ from bastion.core.errors import BackendError, ConfigError, DependencyMissing
 from bastion.core.settings import Settings
 from bastion.core.taxonomy import CATEGORY_KEYS
 from bastion.moderation.backends.base import BackendScores, ModerationBackend, moderation_backends
+from bastion.moderation.heads import HeadParams
 
 if TYPE_CHECKING:
     from bastion.moderation.encoder import WindowEncoder
-    from bastion.moderation.onnx_export import GraphInfo, HeadArrays
+    from bastion.moderation.onnx_export import GraphInfo
 
 log = logging.getLogger(__name__)
 
@@ -135,11 +136,10 @@ class Heads:
         logits = x @ self.weight.T + self.bias
         return 1.0 / (1.0 + np.exp(-np.clip(logits, -50.0, 50.0)))
 
-    def arrays(self) -> HeadArrays:
+    def arrays(self) -> HeadParams:
         """The weights for the fused ONNX graph."""
-        from bastion.moderation.onnx_export import HeadArrays
 
-        return HeadArrays(self.weight, self.bias, self.hidden_weight, self.hidden_bias, self.sha256)
+        return HeadParams(self.weight, self.bias, self.hidden_weight, self.hidden_bias, self.sha256)
 
     @property
     def thresholds(self) -> dict[str, float]:
