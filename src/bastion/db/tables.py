@@ -179,3 +179,9 @@ class AuditCheckpointRow(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     signature: Mapped[str] = mapped_column(String(128))
     public_key: Mapped[str] = mapped_column(String(64))
+
+
+# --- red team: campaigns (migration 0005) ---
+
+
+# --- red team: findings (migration 0006) ---
