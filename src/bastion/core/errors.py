@@ -6,7 +6,8 @@
     ├── DependencyMissing             an optional extra is not installed; says which `pip install`
     ├── PluginNotFound                no plugin of that kind under that name
     ├── InvalidRequest                400 invalid_request_error
-    │   └── PayloadTooLarge           413 invalid_request_error
+    │   ├── PayloadTooLarge           413 invalid_request_error
+    │   └── Conflict                  409 invalid_request_error: not allowed in the resource's state
     ├── AuthenticationError           401 authentication_error
     ├── PermissionDenied              403 permission_error
     ├── NotFound                      404 not_found_error
@@ -85,6 +86,13 @@ class PayloadTooLarge(InvalidRequest):
 
     status_code = 413
     default_code = "payload_too_large"
+
+
+class Conflict(InvalidRequest):
+    """The request is well formed but the resource's current state does not allow it."""
+
+    status_code = 409
+    default_code = "conflict"
 
 
 class AuthenticationError(BastionError):

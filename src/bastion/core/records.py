@@ -82,15 +82,26 @@ class Attempt(BaseModel):
     metadata: dict[str, Any] = Field(default_factory=dict)
 
 
+FindingStatus = Literal["new", "confirmed", "mitigated", "verified", "wont_fix"]
+Severity = Literal["low", "medium", "high", "critical"]
+
+
 class Finding(BaseModel):
     """A harmful behaviour someone found, tracked to a fix."""
 
     id: str
     category: str
-    severity: Literal["low", "medium", "high", "critical"]
+    severity: Severity
     summary: str
     conversation: list[Message] = Field(default_factory=list)
-    status: Literal["new", "confirmed", "mitigated", "verified", "wont_fix"] = "new"
+    status: FindingStatus = "new"
+    target: str = Field("", description="The model or target that produced the harmful output.")
+    reproduction: str = Field("", description="How to reproduce it: steps, settings, sampling parameters.")
+    reporter: str | None = Field(None, description="Who submitted it (an API key id).")
+    source: Literal["human", "campaign"] = "human"
+    resolution: str | None = Field(None, description="Why it will not be fixed (status wont_fix).")
+    created_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
+    updated_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
 
 
 class Preference(BaseModel):
