@@ -16,6 +16,7 @@ from sqlalchemy import (
     Integer,
     LargeBinary,
     String,
+    Text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
@@ -185,3 +186,65 @@ class AuditCheckpointRow(Base):
 
 
 # --- red team: findings (migration 0006) ---
+
+
+class FindingRow(Base):
+    """A red-team finding: a harmful behaviour someone found, and where it stands on the way to a fix."""
+
+    __tablename__ = "redteam_findings"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    reporter: Mapped[str] = mapped_column(String(64))
+    source: Mapped[str] = mapped_column(String(16), default="human")
+    category: Mapped[str] = mapped_column(String(64))
+    severity: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(16), default="new")
+    summary: Mapped[str] = mapped_column(String(500))
+    target: Mapped[str] = mapped_column(String(200), default="")
+    reproduction: Mapped[str] = mapped_column(Text, default="")
+    conversation: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    resolution: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+    __table_args__ = (
+        Index("ix_redteam_findings_status", "status", "updated_at"),
+        Index("ix_redteam_findings_reporter", "reporter", "created_at"),
+    )
+
+
+class FindingEventRow(Base):
+    """One step of a finding's history: submission, a triage decision or a regression verdict."""
+
+    __tablename__ = "redteam_finding_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    finding_id: Mapped[str] = mapped_column(
+        String(32), ForeignKey("redteam_findings.id", ondelete="CASCADE")
+    )
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    actor: Mapped[str] = mapped_column(String(64))
+    action: Mapped[str] = mapped_column(String(16))
+    from_status: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    to_status: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    evidence: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    audit_seq: Mapped[int | None] = mapped_column(Integer, nullable=True)
+
+    __table_args__ = (Index("ix_redteam_finding_events_finding", "finding_id", "id"),)
+
+
+class FindingCommentRow(Base):
+    """A comment on a finding, by its reporter or a reviewer."""
+
+    __tablename__ = "redteam_finding_comments"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    finding_id: Mapped[str] = mapped_column(
+        String(32), ForeignKey("redteam_findings.id", ondelete="CASCADE")
+    )
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    author: Mapped[str] = mapped_column(String(64))
+    body: Mapped[str] = mapped_column(Text)
+
+    __table_args__ = (Index("ix_redteam_finding_comments_finding", "finding_id", "created_at"),)
