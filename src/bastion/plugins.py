@@ -5,3 +5,4 @@ Importing a plugin module must stay cheap: heavy frameworks load when a plugin i
 
 from bastion.llm import echo, local, openai_backend  # noqa: F401
 from bastion.moderation.backends import embedded, lists, remote, transformers_backend  # noqa: F401
+from bastion.redteam import targets  # noqa: F401
