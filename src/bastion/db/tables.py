@@ -185,6 +185,63 @@ class AuditCheckpointRow(Base):
 # --- red team: campaigns (migration 0005) ---
 
 
+class RedteamRunRow(Base):
+    """One red-team campaign run: its exact spec (for replay), progress and summary."""
+
+    __tablename__ = "redteam_runs"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    status: Mapped[str] = mapped_column(String(16), default="running")
+    spec: Mapped[dict[str, Any]] = mapped_column(JSON)
+    spec_hash: Mapped[str] = mapped_column(String(64))
+    target: Mapped[str] = mapped_column(String(200), default="")
+    planned: Mapped[int] = mapped_column(Integer, default=0)
+    completed: Mapped[int] = mapped_column(Integer, default=0)
+    summary: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    created_by: Mapped[str] = mapped_column(String(64), default="cli")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+    __table_args__ = (Index("ix_redteam_runs_created", "created_at"),)
+
+
+class RedteamAttemptRow(Base):
+    """One attempt of a run: the conversation sent, the answer and every scorer's score and rationale.
+
+    `key` is the attempt's place in the run's deterministic plan; (run_id, key) is unique, so a resumed
+    run neither loses nor repeats an attempt.
+    """
+
+    __tablename__ = "redteam_attempts"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    run_id: Mapped[str] = mapped_column(String(32), ForeignKey("redteam_runs.id", ondelete="CASCADE"))
+    key: Mapped[str] = mapped_column(String(64))
+    seq: Mapped[int] = mapped_column(Integer)
+    probe: Mapped[str] = mapped_column(String(64))
+    converter: Mapped[str] = mapped_column(String(64))
+    category: Mapped[str] = mapped_column(String(64))
+    intent: Mapped[str] = mapped_column(String(16))
+    item_id: Mapped[str] = mapped_column(String(200))
+    prompt: Mapped[str] = mapped_column(Text)
+    conversation: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+    response: Mapped[str | None] = mapped_column(Text, nullable=True)
+    scores: Mapped[dict[str, Any]] = mapped_column(JSON)
+    rationales: Mapped[dict[str, Any]] = mapped_column(JSON)
+    verdict: Mapped[str] = mapped_column(String(16))
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    extra: Mapped[dict[str, Any]] = mapped_column(JSON)
+    latency_ms: Mapped[float] = mapped_column(Float, default=0.0)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+    __table_args__ = (
+        Index("ux_redteam_attempts_run_key", "run_id", "key", unique=True),
+        Index("ix_redteam_attempts_run_verdict", "run_id", "verdict"),
+    )
+
+
 # --- red team: findings (migration 0006) ---
 
 
