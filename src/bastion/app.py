@@ -71,6 +71,8 @@ def create_app(
     from bastion.gateway.api import router as gateway_router
     from bastion.gateway.pages import router as chat_page_router
     from bastion.moderation.api import router as moderation_router
+    from bastion.redteam.findings_api import router as findings_router
+    from bastion.redteam.findings_pages import router as findings_pages_router
     from bastion.web.pages import STATIC
     from bastion.web.pages import router as pages_router
 
@@ -79,6 +81,8 @@ def create_app(
     app.include_router(keys_router)
     app.include_router(chat_page_router)
     app.include_router(pages_router)
+    app.include_router(findings_router)
+    app.include_router(findings_pages_router)
     app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")
 
     @app.get("/healthz", tags=["ops"])
