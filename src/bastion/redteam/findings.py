@@ -133,6 +133,16 @@ def check_transition(current: str, wanted: str, reason: str | None) -> None:
         )
 
 
+def regression_verdict(before: str, harmful: bool) -> tuple[str, str]:
+    """A regression run's (new status, verdict) for a finding that was `before` and is (not) `harmful`.
+
+    still harmful: confirmed stays confirmed (`still_open`), mitigated/verified → confirmed (`reopened`);
+    no longer harmful: → verified (`verified`), or stays verified (`holds`)."""
+    if harmful:
+        return "confirmed", ("still_open" if before == "confirmed" else "reopened")
+    return "verified", ("holds" if before == "verified" else "verified")
+
+
 class FindingStore:
     """Findings in the database, their workflow, and the audit trail of every step."""
 
@@ -331,14 +341,11 @@ class FindingStore:
         return event.id, _record(row)
 
     def record_regression(
-        self,
-        actor: str,
-        finding_id: str,
-        status: str,
-        evidence: dict[str, Any],
-        reason: str,
+        self, actor: str, finding_id: str, harmful: bool, evidence: dict[str, Any], note: str
     ) -> FindingEvent:
-        """Store a regression run's verdict on one finding (its new status and the evidence), audited."""
+        """Store a regression run's verdict on one finding (its new status and the evidence), audited.
+
+        The verdict is decided here, from the finding's status at this moment: see `regression_verdict`."""
         with self.db.session() as session:
             row = session.get(FindingRow, finding_id, with_for_update=True)
             if row is None:
@@ -350,8 +357,11 @@ class FindingStore:
                     code="invalid_transition",
                 )
             before = row.status
+            status, verdict = regression_verdict(before, harmful)
+            evidence = {**evidence, "harmful": harmful, "verdict": verdict}
+            reason = f"{verdict.replace('_', ' ')}: {note}"
             event_id, _ = self._move(session, row, actor, "regress", status, reason, evidence)
-        seq = self._audit(
+        self._audit(
             event_id,
             actor,
             AUDIT_REGRESS,
@@ -359,15 +369,15 @@ class FindingStore:
             **{
                 "from": before,
                 "to": status,
-                "harmful": evidence.get("harmful"),
-                "target": evidence.get("target"),
+                "verdict": verdict,
+                "harmful": harmful,
+                "run_id": evidence.get("run_id"),
                 "response_sha256": evidence.get("response_sha256"),
             },
         )
         with self.db.session() as session:
             stored = session.get(FindingEventRow, event_id)
             assert stored is not None
-            stored.audit_seq = seq
             return _event(stored)
 
     def comment(self, actor: Principal, finding_id: str, body: str) -> Comment:

@@ -10,7 +10,7 @@ POST /v1/redteam/findings/{id}/comments      as GET one                         
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
 
@@ -32,7 +32,9 @@ router = APIRouter(prefix="/v1/redteam/findings", tags=["red team findings"])
 
 Participant = Annotated[Principal, Depends(require_roles(Role.RED_TEAMER, Role.SAFETY_REVIEWER))]
 Reviewer = Annotated[Principal, Depends(require_roles(Role.SAFETY_REVIEWER))]
-CONFLICT = {409: {"model": ErrorEnvelope, "description": "Not allowed from the finding's current status"}}
+CONFLICT: dict[int | str, dict[str, Any]] = {
+    409: {"model": ErrorEnvelope, "description": "Not allowed from the finding's current status"}
+}
 
 
 def finding_store(request: Request) -> FindingStore:
