@@ -84,7 +84,11 @@ def list_cmd(
     if as_json:
         print_json([f.model_dump(mode="json") for f in findings])
         return
-    table = Table("id", "status", "severity", "category", "target", "summary", "reporter", "updated")
+    table = Table()
+    for name in ("id", "status", "severity", "category"):
+        table.add_column(name, no_wrap=True)
+    for name in ("target", "summary", "reporter", "updated"):
+        table.add_column(name)
     for f in findings:
         table.add_row(
             f.id,
@@ -275,7 +279,11 @@ def regress(
     if as_json:
         print_json(report.as_dict())
     else:
-        table = Table("finding", "before", "after", "verdict", "judge", "why")
+        table = Table()
+        for name in ("finding", "before", "after", "verdict"):
+            table.add_column(name, no_wrap=True)
+        table.add_column("judge")
+        table.add_column("why")
         for o in report.outcomes:
             table.add_row(
                 o.finding_id,
