@@ -4,8 +4,10 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
+from bastion.auth.keys import KeyStore, Role
 from bastion.core.errors import InvalidRequest, NotFound
 from bastion.core.records import Message
+from bastion.db.accounts import Accounts
 from bastion.db.session import Database
 from bastion.privacy.conversations import ConversationStore, StoringSink
 from bastion.privacy.crypto import DataKeyShredded, KeyRing
@@ -134,11 +136,33 @@ class FakeExchange:
 
 
 def test_gateway_sink_stores_exchanges_encrypted(store: ConversationStore, database: Database) -> None:
-    sink = StoringSink(store)
-    sink.record(FakeExchange())
-    sink.record(FakeExchange(store=False, request_id="chatcmpl-2"))
-    owned = store.list("key1/end-user-7")
+    accounts = Accounts(database)
+    _, key = KeyStore(database).create(Role.CLIENT, "app")
+    sink = StoringSink(store, accounts, background=False)
+    sink.record(FakeExchange(key_id=key.id))
+    sink.record(FakeExchange(key_id=key.id, store=False, request_id="chatcmpl-2"))
+    owner = sink.owner_for(key.id, "end-user-7")
+    assert owner is not None and owner.startswith("usr_")
+    assert accounts.user(owner).parent_id == key.user_id  # the end user of the key's account
+    owned = store.list(owner)
     assert sorted(c.temporary for c in owned) == [False, True]
-    read = store.read(owned[0].id, "key1/end-user-7")
+    read = store.read(owned[0].id, owner)
     assert [m.content for m in read.messages] == [SECRET, ANSWER]
-    assert scan_database(database, SECRET, "zebracorn") == []
+    assert store.list(key.user_id or "") == []  # the account's own conversations are apart
+    assert scan_database(database, SECRET, "zebracorn", "end-user-7") == []
+
+
+def test_a_follow_up_request_continues_the_conversation(store: ConversationStore, database: Database) -> None:
+    accounts = Accounts(database)
+    _, key = KeyStore(database).create(Role.CLIENT, "app")
+    sink = StoringSink(store, accounts, background=False)
+    first = [Message(role="user", content=SECRET)]
+    sink.record(FakeExchange(key_id=key.id, user=None, messages=first))
+    follow = [*first, Message(role="assistant", content=ANSWER), Message(role="user", content="and then?")]
+    sink.record(FakeExchange(key_id=key.id, user=None, messages=follow, answers=["the end"]))
+    sink.record(FakeExchange(key_id=key.id, user=None, messages=[Message(role="user", content="new")]))
+    owner = key.user_id or ""
+    conversations = store.list(owner)
+    assert len(conversations) == 2
+    contents = sorted([m.content for m in store.read(c.id, owner).messages] for c in conversations)
+    assert contents == [[SECRET, ANSWER, "and then?", "the end"], ["new", ANSWER]]

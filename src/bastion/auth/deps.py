@@ -19,12 +19,19 @@ def current_principal(request: Request) -> Principal:
         return ANONYMOUS_ADMIN
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        raise AuthenticationError(
-            "You didn't provide an API key. Send it as 'Authorization: Bearer YOUR_KEY'.", code=None
-        )
     store: KeyStore = request.app.state.keys
-    return store.authenticate(token.strip())
+    try:
+        if scheme.lower() != "bearer" or not token.strip():
+            raise AuthenticationError(
+                "You didn't provide an API key. Send it as 'Authorization: Bearer YOUR_KEY'.", code=None
+            )
+        return store.authenticate(token.strip())
+    except AuthenticationError as exc:
+        failures = getattr(request.app.state, "auth_failures", None)
+        if failures is not None:
+            address = request.client.host if request.client else "unknown"
+            failures.record(address, exc.code or "missing_api_key", request.url.path)
+        raise
 
 
 def require_roles(*roles: Role) -> Callable[[Request], Principal]:

@@ -10,9 +10,11 @@ from enum import StrEnum
 
 from sqlalchemy import select
 
+from bastion.core.audit import AuditTrail, NoAudit
 from bastion.core.errors import AuthenticationError, InvalidRequest, NotFound
+from bastion.db.accounts import Accounts
 from bastion.db.session import Database
-from bastion.db.tables import ApiKey, utcnow
+from bastion.db.tables import ApiKey, User, utcnow
 
 KEY_PREFIX = "bst-"
 LAST_USED_RESOLUTION = timedelta(minutes=1)
@@ -39,11 +41,19 @@ class KeyInfo:
     created_at: datetime
     last_used_at: datetime | None
     revoked_at: datetime | None
+    user_id: str | None = None
 
     @classmethod
     def of(cls, row: ApiKey) -> KeyInfo:
         return cls(
-            row.id, row.name, Role(row.role), row.prefix, row.created_at, row.last_used_at, row.revoked_at
+            row.id,
+            row.name,
+            Role(row.role),
+            row.prefix,
+            row.created_at,
+            row.last_used_at,
+            row.revoked_at,
+            row.user_id,
         )
 
 
@@ -71,26 +81,66 @@ def parse_role(value: str) -> Role:
 
 
 class KeyStore:
-    """Creates, lists, revokes and checks API keys."""
+    """Creates, lists, revokes and checks API keys. Every key belongs to a user (`bastion.db.accounts`);
+    creating, revoking and changing the role of a key are audit events."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, audit: AuditTrail | None = None) -> None:
         self.db = db
+        self.audit: AuditTrail = audit or NoAudit()
 
-    def create(self, role: Role | str, name: str = "") -> tuple[str, KeyInfo]:
-        """A new key: returns (secret, info). The secret is not stored and cannot be shown again."""
+    def create(
+        self, role: Role | str, name: str = "", *, user_id: str | None = None, actor: str = "system"
+    ) -> tuple[str, KeyInfo]:
+        """A new key: returns (secret, info). The secret is not stored and cannot be shown again.
+
+        Without `user_id` the key gets a new user of its own in the default organisation."""
         role = parse_role(role) if isinstance(role, str) else role
         secret = KEY_PREFIX + secrets.token_urlsafe(32)
+        label = name or f"{role.value} key"
+        if user_id is None:
+            user_id = Accounts(self.db).create_user(name=label).id
         row = ApiKey(
             id="key_" + secrets.token_hex(8),
-            name=name or f"{role.value} key",
+            name=label,
             role=role.value,
             prefix=secret[: len(KEY_PREFIX) + 6],
             key_hash=hash_key(secret),
             created_at=utcnow(),
+            user_id=user_id,
         )
         with self.db.session() as session:
+            owner = session.get(User, user_id)
+            if owner is None or owner.parent_id is not None:
+                raise NotFound(
+                    f"no account {user_id!r} to give the key to; `bastion privacy users list` shows them",
+                    param="user_id",
+                )
             session.add(row)
+        self.audit.append(
+            actor,
+            "key.create",
+            row.id,
+            details={"role": role.value},
+            personal={"name": label},
+            subject=user_id,
+        )
         return secret, KeyInfo.of(row)
+
+    def set_role(self, key_id: str, role: Role | str, *, actor: str = "system") -> KeyInfo:
+        """Change a key's role (an audit event)."""
+        role = parse_role(role) if isinstance(role, str) else role
+        with self.db.session() as session:
+            row = session.get(ApiKey, key_id)
+            if row is None:
+                raise NotFound(
+                    f"no API key with id {key_id!r}; `bastion keys list` shows the ids", param="key_id"
+                )
+            before = row.role
+            row.role = role.value
+            info = KeyInfo.of(row)
+        if before != role.value:
+            self.audit.append(actor, "key.role_change", key_id, details={"from": before, "to": role.value})
+        return info
 
     def list(self, include_revoked: bool = False) -> list[KeyInfo]:
         """Every key, oldest first."""
@@ -100,7 +150,7 @@ class KeyStore:
                 query = query.where(ApiKey.revoked_at.is_(None))
             return [KeyInfo.of(row) for row in session.scalars(query)]
 
-    def revoke(self, key_id: str) -> KeyInfo:
+    def revoke(self, key_id: str, *, actor: str = "system") -> KeyInfo:
         """Revoke a key by id; revoking twice is harmless."""
         with self.db.session() as session:
             row = session.get(ApiKey, key_id)
@@ -108,9 +158,13 @@ class KeyStore:
                 raise NotFound(
                     f"no API key with id {key_id!r}; `bastion keys list` shows the ids", param="key_id"
                 )
-            if row.revoked_at is None:
+            revoked = row.revoked_at is None
+            if revoked:
                 row.revoked_at = utcnow()
-            return KeyInfo.of(row)
+            info = KeyInfo.of(row)
+        if revoked:
+            self.audit.append(actor, "key.revoke", key_id, subject=info.user_id)
+        return info
 
     def has_active_admin(self) -> bool:
         """Whether any unrevoked admin key exists."""

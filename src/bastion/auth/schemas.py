@@ -14,6 +14,15 @@ class KeyCreate(BaseModel):
 
     role: Role
     name: str = Field("", max_length=200)
+    user_id: str | None = Field(
+        None, description="The account the key belongs to; default: a new user of its own."
+    )
+
+
+class KeyUpdate(BaseModel):
+    """`PATCH /v1/keys/{id}` body."""
+
+    role: Role
 
 
 class KeyOut(BaseModel):
@@ -26,6 +35,7 @@ class KeyOut(BaseModel):
     created_at: datetime
     last_used_at: datetime | None
     revoked_at: datetime | None
+    user_id: str | None = None
 
 
 class KeyCreated(KeyOut):

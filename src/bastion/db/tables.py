@@ -17,6 +17,7 @@ from sqlalchemy import (
     LargeBinary,
     String,
     Text,
+    UniqueConstraint,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
@@ -61,8 +62,10 @@ class ApiKey(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    # The user the key belongs to (migration 0004); a key created without one gets its own user.
+    user_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
-    __table_args__ = (Index("ix_api_keys_role", "role"),)
+    __table_args__ = (Index("ix_api_keys_role", "role"), Index("ix_api_keys_user_id", "user_id"))
 
 
 class UsageEvent(Base):
@@ -93,10 +96,13 @@ class UsageEvent(Base):
     output_categories: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
     input_scores: Mapped[dict[str, float]] = mapped_column(JSON, default=dict)
     output_scores: Mapped[dict[str, float]] = mapped_column(JSON, default=dict)
+    # The stored conversation this request belongs to (set by the privacy sink; cleared by the purge).
+    conversation_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
     __table_args__ = (
         Index("ix_usage_events_created_at", "created_at"),
         Index("ix_usage_events_key_id", "key_id", "created_at"),
+        Index("ix_usage_events_conversation_id", "conversation_id"),
     )
 
 
@@ -127,10 +133,13 @@ class ConversationRow(Base):
     deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     training_opt_out: Mapped[bool] = mapped_column(Boolean, default=False)
     temporary: Mapped[bool] = mapped_column(Boolean, default=False)
+    # HMAC (owner's key) of the messages so far: the next request of the same chat continues it.
+    head_digest: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
     __table_args__ = (
         Index("ix_conversations_owner_id", "owner_id", "updated_at"),
         Index("ix_conversations_deleted_at", "deleted_at"),
+        Index("ix_conversations_head_digest", "owner_id", "head_digest"),
     )
 
 
@@ -149,6 +158,7 @@ class ConversationMessageRow(Base):
     nonce: Mapped[bytes] = mapped_column(LargeBinary)
     verdict: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    request_id: Mapped[str | None] = mapped_column(String(64), nullable=True)  # the usage event's id
 
     __table_args__ = (Index("ix_conversation_messages_conversation", "conversation_id", "position"),)
 
@@ -180,6 +190,67 @@ class AuditCheckpointRow(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     signature: Mapped[str] = mapped_column(String(128))
     public_key: Mapped[str] = mapped_column(String(64))
+
+
+class Organization(Base):
+    """An organisation: users belong to one. Enterprise organisations are opted out of training by default."""
+
+    __tablename__ = "organizations"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    plan: Mapped[str] = mapped_column(String(32))
+    training_opt_out: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class User(Base):
+    """A user: holds API keys (an account) or is an end user of a client key (`parent_id` set, known to
+    Bastion only by an HMAC of the request's `user` field)."""
+
+    __tablename__ = "users"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    org_id: Mapped[str] = mapped_column(String(64), ForeignKey("organizations.id"))
+    parent_id: Mapped[str | None] = mapped_column(String(64), ForeignKey("users.id"), nullable=True)
+    external_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    name: Mapped[str] = mapped_column(String(200), default="")
+    training_opt_out: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+    __table_args__ = (
+        Index("ix_users_org_id", "org_id"),
+        UniqueConstraint("parent_id", "external_hash", name="uq_users_parent_external"),
+    )
+
+
+class TrainingExportRow(Base):
+    """One training export: who made it, where it went, and whether a purge has invalidated part of it."""
+
+    __tablename__ = "training_exports"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    actor: Mapped[str] = mapped_column(String(256))
+    path: Mapped[str | None] = mapped_column(String(1024), nullable=True)
+    conversations: Mapped[int] = mapped_column(Integer, default=0)
+    sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    invalidated_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    purged: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class TrainingExportItemRow(Base):
+    """The manifest of an export: each conversation it included and the hash of what was exported."""
+
+    __tablename__ = "training_export_items"
+
+    export_id: Mapped[str] = mapped_column(
+        String(64), ForeignKey("training_exports.id", ondelete="CASCADE"), primary_key=True
+    )
+    conversation_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    sha256: Mapped[str] = mapped_column(String(64))
+
+    __table_args__ = (Index("ix_training_export_items_conversation", "conversation_id"),)
 
 
 # --- red team: campaigns (migration 0005) ---

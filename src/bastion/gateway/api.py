@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.responses import Response
 
-from bastion.auth.deps import ANY_ROLE, require_roles
-from bastion.auth.keys import Principal
+from bastion.auth.matrix import Caller
 from bastion.core.errors import ModelNotFound
 from bastion.gateway.schemas import ChatCompletionRequest
 from bastion.gateway.service import Gateway
 
 router = APIRouter(tags=["gateway"])
-Caller = Annotated[Principal, Depends(require_roles(*ANY_ROLE))]
 
 
 def gateway_of(request: Request) -> Gateway:

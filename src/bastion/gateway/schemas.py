@@ -67,6 +67,12 @@ class ChatCompletionRequest(BaseModel):
     n: int = Field(1, ge=1, le=16)
     seed: int | None = None
     user: str | None = Field(None, max_length=256)
+    store: bool = Field(
+        True,
+        description="Store this conversation (encrypted, yours to list, export and delete). false: a "
+        "temporary chat, never used for training and purged 30 days after its last message. Not forwarded "
+        "upstream.",
+    )
     stream: bool = False
     stream_options: StreamOptions | None = None
     tools: list[dict[str, Any]] | None = None

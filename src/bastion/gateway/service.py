@@ -54,6 +54,7 @@ class Turn:
     include_usage: bool
     openai_moderation: bool
     record: UsageRecord
+    store: bool = True
     input: StageVerdict = field(default_factory=StageVerdict)
     output: StageVerdict | None = None
 
@@ -171,6 +172,7 @@ class Gateway:
                 include_usage=bool(body.stream_options and body.stream_options.include_usage),
                 openai_moderation=bool((body.model_extra or {}).get("moderation")),
                 record=record,
+                store=body.store,
             )
             indices = self._input_texts(messages, policy.input_scope)
             texts = [messages[i].content or "" for i in indices]
@@ -224,6 +226,7 @@ class Gateway:
                 answers=answers,
                 input=turn.input.summary(),
                 output=turn.output.summary() if turn.output is not None else None,
+                store=turn.store,
             )
         )
 

@@ -133,6 +133,7 @@ class Exchange:
     answers: list[str | None]
     input: dict[str, Any]
     output: dict[str, Any] | None
+    store: bool = True  # false: a temporary chat (`store: false` in the request)
 
 
 class ConversationSink(Protocol):

@@ -300,6 +300,14 @@ class AuditLog:
                 for r in rows
             ]
 
+    @staticmethod
+    def events_for(rows: Sequence[AuditEventRow]) -> list[AuditEvent]:
+        """Stored rows as events."""
+        return [
+            AuditEvent(r.seq, r.created_at, r.actor, r.action, r.target, r.subject, r.details, r.leaf_hash)
+            for r in rows
+        ]
+
     def personal(self, event: AuditEvent) -> dict[str, Any] | None:
         """The decrypted personal fields of `event`, or None when there are none or they were shredded."""
         sealed = event.details.get("personal")

@@ -1,28 +1,50 @@
 """The conversation store: message content encrypted with the owner's data key, soft delete, purge.
 
 No column holds plaintext content: each message is AES-GCM ciphertext bound to its message id. A deleted
-conversation is hidden from its owner at once and purged `retention_days` later; a temporary chat
-(`store: false`) is purged `temporary_days` after its last message. Times come from an injected clock.
+conversation is hidden from its owner at once, readable only by safety reviewers (each read audited), and
+purged `retention_days` later; a temporary chat (`store: false`) is purged `temporary_days` after its last
+message. The purge removes a conversation everywhere: its rows and ciphertexts, the usage events' reference
+to it, its entries in training-export manifests (and its lines in the export files still on disk), and
+whatever a registered purge hook derived from it. Times come from an injected clock.
+
+The gateway hands every answered exchange to `StoringSink`, which writes it from a background thread.
+Chat requests are stateless (each repeats the history), so an exchange continues the owner's conversation
+whose stored messages are a prefix of the request's: each conversation keeps an HMAC (under the owner's
+data key) of its messages so far, and the training opt-out in force is snapshotted when it starts.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
+import os
+import queue
 import secrets
-from collections.abc import Callable
-from dataclasses import dataclass
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
-from sqlalchemy import and_, delete, or_, select
+from sqlalchemy import and_, delete, or_, select, update
+from sqlalchemy.orm import Session
 
 from bastion.core.errors import InvalidRequest, NotFound
 from bastion.core.records import Conversation, Message
+from bastion.db.accounts import Accounts
 from bastion.db.session import Database
-from bastion.db.tables import ConversationMessageRow, ConversationRow, utcnow
+from bastion.db.tables import (
+    ConversationMessageRow,
+    ConversationRow,
+    TrainingExportItemRow,
+    TrainingExportRow,
+    UsageEvent,
+    utcnow,
+)
 from bastion.privacy.audit import AuditLog
-from bastion.privacy.crypto import KeyRing, seal
+from bastion.privacy.crypto import KeyRing, mac_hex, seal
 from bastion.privacy.settings import PrivacySettings
 
 logger = logging.getLogger("bastion.privacy.conversations")
@@ -64,6 +86,27 @@ class PurgeReport:
     conversations: int
     messages: int
     now: datetime
+    usage_refs: int = 0
+    export_items: int = 0
+    exports_invalidated: list[str] = field(default_factory=list)
+    derived: int = 0
+
+
+PurgeHook = Callable[[Session, Sequence[str]], int]
+PURGE_HOOKS: list[PurgeHook] = []
+"""Capabilities that derive data from conversations (feedback items, caches) register a hook here:
+`hook(session, conversation_ids) -> rows removed`, called inside the purge's transaction."""
+
+
+def register_purge_hook(hook: PurgeHook) -> PurgeHook:
+    """Register `hook` to run in every purge (usable as a decorator)."""
+    if hook not in PURGE_HOOKS:
+        PURGE_HOOKS.append(hook)
+    return hook
+
+
+def _chunks(ids: Sequence[str], size: int = 500) -> list[Sequence[str]]:
+    return [ids[i : i + size] for i in range(0, len(ids), size)]
 
 
 def _info(row: ConversationRow) -> ConversationInfo:
@@ -77,6 +120,25 @@ def _info(row: ConversationRow) -> ConversationInfo:
         temporary=row.temporary,
         deleted_at=row.deleted_at,
     )
+
+
+@dataclass(frozen=True)
+class StoredMessage:
+    """A decrypted message with its content-free verdict summary."""
+
+    role: str
+    content: str
+    verdict: dict[str, Any] | None
+    created_at: datetime
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready."""
+        return {
+            "role": self.role,
+            "content": self.content,
+            "verdict": self.verdict,
+            "created_at": self.created_at.isoformat(),
+        }
 
 
 class ConversationStore:
@@ -137,6 +199,7 @@ class ConversationStore:
         content: str,
         *,
         verdict: dict[str, Any] | None = None,
+        request_id: str | None = None,
     ) -> str:
         """Add an encrypted message; returns its id."""
         if role not in ROLES:
@@ -144,7 +207,6 @@ class ConversationStore:
         key = self.keyring.data_key(owner_id, create=True)
         now = self.clock()
         message_id = "msg_" + secrets.token_hex(12)
-
         nonce, ciphertext = seal(key, content.encode(), f"message:{message_id}")
         with self.db.session() as session:
             conversation = self._owned(session, conversation_id, owner_id)
@@ -165,10 +227,81 @@ class ConversationStore:
                     nonce=nonce,
                     verdict=verdict_summary(verdict),
                     created_at=now,
+                    request_id=request_id,
                 )
             )
             conversation.updated_at = now
         return message_id
+
+    # -- the gateway's exchanges ----------------------------------------------------------------------
+
+    def _digests(self, owner_id: str, turns: Sequence[tuple[str, str]]) -> list[str]:
+        """HMAC chain over (role, content): entry i covers turns[: i + 1]."""
+        digests: list[str] = []
+        if not turns:
+            return digests
+        key = self.keyring.mac_key(owner_id)
+        previous = ""
+        for role, content in turns:
+            previous = mac_hex(key, f"{previous}\x00{role}\x00{content}")
+            digests.append(previous)
+        return digests
+
+    def record_exchange(
+        self,
+        owner_id: str,
+        model: str,
+        turns: Sequence[tuple[str, str]],
+        answers: Sequence[str],
+        *,
+        key_id: str | None = None,
+        temporary: bool = False,
+        opt_out: Callable[[], bool] = lambda: False,
+        input_verdict: dict[str, Any] | None = None,
+        output_verdict: dict[str, Any] | None = None,
+        request_id: str | None = None,
+    ) -> str:
+        """Store one request's messages and answers: continue the conversation whose stored messages are
+        a prefix of `turns`, else start one (snapshotting `opt_out()`). Returns the conversation id."""
+        digests = self._digests(owner_id, turns)
+        conversation_id: str | None = None
+        start = 0
+        if digests:
+            with self.db.session() as session:
+                candidates = session.execute(
+                    select(ConversationRow.id, ConversationRow.head_digest).where(
+                        ConversationRow.owner_id == owner_id,
+                        ConversationRow.deleted_at.is_(None),
+                        ConversationRow.temporary.is_(temporary),
+                        ConversationRow.head_digest.in_(digests),
+                    )
+                ).all()
+            position = {digest: i for i, digest in enumerate(digests)}
+            best = max(candidates, key=lambda c: position[c[1]], default=None)
+            if best is not None:
+                conversation_id, start = best[0], position[best[1]] + 1
+        if conversation_id is None:
+            info = self.create(
+                owner_id, model, key_id=key_id, training_opt_out=opt_out(), temporary=temporary
+            )
+            conversation_id = info.id
+        stored = list(turns)
+        for role, content in turns[start:]:
+            verdict = input_verdict if role != "assistant" else None
+            self.append(conversation_id, owner_id, role, content, verdict=verdict, request_id=request_id)
+        for answer in answers:
+            self.append(
+                conversation_id, owner_id, "assistant", answer, verdict=output_verdict, request_id=request_id
+            )
+            stored.append(("assistant", answer))
+        head = self._digests(owner_id, stored)[-1] if stored else None
+        with self.db.session() as session:
+            row = session.get(ConversationRow, conversation_id)
+            if row is not None:
+                row.head_digest = head
+        return conversation_id
+
+    # -- reading --------------------------------------------------------------------------------------
 
     def list(self, owner_id: str) -> list[ConversationInfo]:
         """The owner's conversations that are not deleted, newest first."""
@@ -180,41 +313,113 @@ class ConversationStore:
             ).all()
             return [_info(r) for r in rows]
 
-    def read(self, conversation_id: str, owner_id: str) -> Conversation:
-        """The decrypted conversation; NotFound for a missing, deleted or someone else's conversation."""
+    def info(self, conversation_id: str, owner_id: str) -> ConversationInfo:
+        """The metadata of one of the owner's conversations (NotFound otherwise)."""
         with self.db.session() as session:
-            row = self._owned(session, conversation_id, owner_id)
+            return _info(self._owned(session, conversation_id, owner_id))
+
+    def _decrypt(self, owner_id: str, conversation_id: str) -> list[StoredMessage]:
+        with self.db.session() as session:
             messages = session.scalars(
                 select(ConversationMessageRow)
                 .where(ConversationMessageRow.conversation_id == conversation_id)
                 .order_by(ConversationMessageRow.position)
             ).all()
-            model = row.model
-        decoded = [
-            Message(
+        return [
+            StoredMessage(
                 role=m.role,
                 content=self.keyring.decrypt(owner_id, m.nonce, m.ciphertext, f"message:{m.id}").decode(),
+                verdict=m.verdict,
+                created_at=m.created_at,
             )
             for m in messages
         ]
-        return Conversation(id=conversation_id, model=model, messages=decoded)
 
-    def delete(self, conversation_id: str, owner_id: str) -> None:
+    def messages(self, conversation_id: str, owner_id: str) -> list[StoredMessage]:
+        """The decrypted messages of one of the owner's conversations, with verdicts."""
+        self.info(conversation_id, owner_id)
+        return self._decrypt(owner_id, conversation_id)
+
+    def read(self, conversation_id: str, owner_id: str) -> Conversation:
+        """The decrypted conversation; NotFound for a missing, deleted or someone else's conversation."""
+        info = self.info(conversation_id, owner_id)
+        decoded = [
+            Message(role=m.role, content=m.content)  # type: ignore[arg-type]
+            for m in self._decrypt(owner_id, conversation_id)
+        ]
+        return Conversation(id=conversation_id, model=info.model, messages=decoded)
+
+    def delete(self, conversation_id: str, owner_id: str, *, actor: str | None = None) -> None:
         """Soft-delete: hidden from the owner at once, purged after the retention window."""
         with self.db.session() as session:
             row = self._owned(session, conversation_id, owner_id)
             row.deleted_at = self.clock()
         if self.audit is not None:
             self.audit.append(
-                owner_id,
+                actor or owner_id,
                 "conversation.delete",
                 pseudonym("conversation", conversation_id),
                 details={"retention_days": self.settings.retention_days},
+                subject=owner_id,
             )
+
+    # -- safety review of deleted conversations -------------------------------------------------------
+
+    def purge_due(self, info: ConversationInfo) -> datetime:
+        """When the purge removes this conversation."""
+        if info.deleted_at is not None:
+            deleted = info.deleted_at + timedelta(days=self.settings.retention_days)
+            if info.temporary:
+                return min(deleted, info.updated_at + timedelta(days=self.settings.temporary_days))
+            return deleted
+        return info.updated_at + timedelta(days=self.settings.temporary_days)
+
+    def review_info(self, conversation_id: str) -> ConversationInfo:
+        """Any conversation's metadata, deleted or not (for the service itself, not for callers)."""
+        with self.db.session() as session:
+            row = session.get(ConversationRow, conversation_id)
+            if row is None:
+                raise NotFound(f"no conversation {conversation_id!r}", param="conversation_id")
+            return _info(row)
+
+    def review_queue(self) -> list[ConversationInfo]:
+        """Deleted conversations still inside the retention window, oldest deletion first."""
+        with self.db.session() as session:
+            rows = session.scalars(
+                select(ConversationRow)
+                .where(ConversationRow.deleted_at.is_not(None))
+                .order_by(ConversationRow.deleted_at)
+            ).all()
+            return [_info(r) for r in rows]
+
+    def review_read(
+        self, conversation_id: str, reviewer: str
+    ) -> tuple[ConversationInfo, list[StoredMessage]]:
+        """A deleted conversation for a safety reviewer; the read is an audit event. Only deleted
+        conversations inside the retention window are readable this way (NotFound otherwise)."""
+        with self.db.session() as session:
+            row = session.get(ConversationRow, conversation_id)
+            if row is None or row.deleted_at is None:
+                raise NotFound(f"no deleted conversation {conversation_id!r}", param="conversation_id")
+            info = _info(row)
+        if self.purge_due(info) <= self.clock():
+            raise NotFound(f"no deleted conversation {conversation_id!r}", param="conversation_id")
+        if self.audit is not None:
+            self.audit.append(
+                reviewer,
+                "conversation.review_read",
+                pseudonym("conversation", conversation_id),
+                details={"deleted_at": info.deleted_at.isoformat() if info.deleted_at else None},
+                subject=info.owner_id,
+            )
+        return info, self._decrypt(info.owner_id, conversation_id)
+
+    # -- purge ----------------------------------------------------------------------------------------
 
     def purge(self, now: datetime | None = None) -> PurgeReport:
         """Remove every conversation deleted more than `retention_days` ago and every temporary chat
-        whose last message is more than `temporary_days` old: rows and ciphertexts, nothing left."""
+        whose last message is more than `temporary_days` old, everywhere: rows and ciphertexts, usage
+        events' references, training-export manifests and files, and what purge hooks derived."""
         now = now or self.clock()
         deleted_before = now - timedelta(days=self.settings.retention_days)
         temporary_before = now - timedelta(days=self.settings.temporary_days)
@@ -222,54 +427,202 @@ class ConversationStore:
             and_(ConversationRow.deleted_at.is_not(None), ConversationRow.deleted_at <= deleted_before),
             and_(ConversationRow.temporary.is_(True), ConversationRow.updated_at <= temporary_before),
         )
+        messages = usage_refs = export_items = derived = 0
+        invalidated: dict[str, int] = {}
+        files: list[tuple[str, str]] = []
         with self.db.session() as session:
             ids = list(session.scalars(select(ConversationRow.id).where(due)))
-            messages = 0
-            if ids:
+            for chunk in _chunks(ids):
                 result = session.execute(
-                    delete(ConversationMessageRow).where(ConversationMessageRow.conversation_id.in_(ids))
+                    delete(ConversationMessageRow).where(ConversationMessageRow.conversation_id.in_(chunk))
                 )
-                messages = int(getattr(result, "rowcount", 0) or 0)
-                session.execute(delete(ConversationRow).where(ConversationRow.id.in_(ids)))
-        report = PurgeReport(conversations=len(ids), messages=messages, now=now)
+                messages += int(getattr(result, "rowcount", 0) or 0)
+                result = session.execute(
+                    update(UsageEvent)
+                    .where(UsageEvent.conversation_id.in_(chunk))
+                    .values(conversation_id=None)
+                )
+                usage_refs += int(getattr(result, "rowcount", 0) or 0)
+                for export_id in session.scalars(
+                    select(TrainingExportItemRow.export_id).where(
+                        TrainingExportItemRow.conversation_id.in_(chunk)
+                    )
+                ):
+                    invalidated[export_id] = invalidated.get(export_id, 0) + 1
+                result = session.execute(
+                    delete(TrainingExportItemRow).where(TrainingExportItemRow.conversation_id.in_(chunk))
+                )
+                export_items += int(getattr(result, "rowcount", 0) or 0)
+                for hook in PURGE_HOOKS:
+                    derived += hook(session, chunk)
+                session.execute(delete(ConversationRow).where(ConversationRow.id.in_(chunk)))
+            for export_id, count in invalidated.items():
+                export = session.get(TrainingExportRow, export_id)
+                if export is not None:
+                    export.invalidated_at = now
+                    export.purged += count
+                    if export.path:
+                        files.append((export_id, export.path))
+        for export_id, path in files:
+            digest = _drop_from_export_file(Path(path), set(ids))
+            if digest is not None:
+                with self.db.session() as session:
+                    export = session.get(TrainingExportRow, export_id)
+                    if export is not None:
+                        export.sha256 = digest
+        report = PurgeReport(
+            conversations=len(ids),
+            messages=messages,
+            now=now,
+            usage_refs=usage_refs,
+            export_items=export_items,
+            exports_invalidated=sorted(invalidated),
+            derived=derived,
+        )
         if self.audit is not None and ids:
             self.audit.append(
                 "system",
                 "conversation.purge",
                 "conversations",
-                details={"conversations": len(ids), "messages": messages, "now": now.isoformat()},
+                details={
+                    "conversations": len(ids),
+                    "messages": messages,
+                    "usage_refs": usage_refs,
+                    "export_items": export_items,
+                    "exports_invalidated": report.exports_invalidated,
+                    "derived": derived,
+                    "now": now.isoformat(),
+                },
             )
         return report
 
 
-class StoringSink:
-    """The gateway's `ConversationSink` backed by the store: one conversation per exchange.
+def _drop_from_export_file(path: Path, purged: set[str]) -> str | None:
+    """Rewrite a JSONL training export without the purged conversations; the new file's SHA-256.
+    A file that is gone or unreadable is left alone (its export stays marked invalidated)."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return None
+    kept = []
+    for line in lines:
+        try:
+            record = json.loads(line)
+        except ValueError:
+            kept.append(line)
+            continue
+        if record.get("conversation_id") not in purged:
+            kept.append(line)
+    data = "".join(line + "\n" for line in kept).encode()
+    tmp = path.with_name(path.name + ".purging")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+    return hashlib.sha256(data).hexdigest()
 
-    The owner is the key, or `key_id/user` when the request names an end user. An exchange with
-    `store` false becomes a temporary chat (never for training, purged after `temporary_days`).
+
+OwnerResolver = Callable[[str, str | None], str]
+
+
+class StoringSink:
+    """The gateway's `ConversationSink` backed by the store, writing from a background thread.
+
+    The owner is the user the key belongs to, or, when the request names an end user (`user`), that end
+    user of the key's account. An exchange with `store` false is a temporary chat (never for training,
+    purged `temporary_days` after its last message). `flush()` waits until everything queued is stored.
     """
 
-    def __init__(self, store: ConversationStore, opt_out: Callable[[str], bool] | None = None) -> None:
+    def __init__(
+        self,
+        store: ConversationStore,
+        accounts: Accounts,
+        *,
+        usage_flush: Callable[[], None] | None = None,
+        background: bool = True,
+    ) -> None:
         self.store = store
-        self.opt_out = opt_out or (lambda _owner: False)
+        self.accounts = accounts
+        self.usage_flush = usage_flush
+        self.background = background
+        self._queue: queue.Queue[Any] = queue.Queue()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def owner_for(self, key_id: str, user: str | None, *, create: bool = True) -> str | None:
+        """The user id that owns a key's conversations (an end user's when `user` is given)."""
+        account = self.accounts.user_for_key(key_id)
+        if not user:
+            return account.id
+        digest = self.store.keyring.mac(account.id, "end-user\x00" + user)
+        if create:
+            return self.accounts.end_user(account.id, digest).id
+        found = self.accounts.find_end_user(account.id, digest)
+        return found.id if found is not None else None
 
     def record(self, exchange: Any) -> None:
+        """Queue the exchange (or store it now when not in the background)."""
+        if not self.background:
+            self._store(exchange)
+            return
+        with self._lock:
+            if self._closed:
+                return
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="bastion-conversations", daemon=True)
+                self._thread.start()
+        self._queue.put(exchange)
+
+    def _run(self) -> None:
+        while True:
+            exchange = self._queue.get()
+            try:
+                if exchange is None:
+                    return
+                self._store(exchange)
+            finally:
+                self._queue.task_done()
+
+    def _store(self, exchange: Any) -> None:
         """Store the exchange encrypted; failures are logged, never raised into the request."""
         try:
-            owner = exchange.key_id if not exchange.user else f"{exchange.key_id}/{exchange.user}"
-            temporary = not bool(getattr(exchange, "store", True))
-            info = self.store.create(
+            owner = self.owner_for(exchange.key_id, exchange.user)
+            assert owner is not None
+            turns = [(m.role, m.content) for m in exchange.messages if m.content]
+            answers = [a for a in exchange.answers if a]
+            if not turns and not answers:
+                return
+            conversation_id = self.store.record_exchange(
                 owner,
                 exchange.model,
+                turns,
+                answers,
                 key_id=exchange.key_id,
-                training_opt_out=self.opt_out(owner),
-                temporary=temporary,
+                temporary=not bool(getattr(exchange, "store", True)),
+                opt_out=lambda: self.accounts.effective_opt_out(owner),
+                input_verdict=exchange.input,
+                output_verdict=exchange.output,
+                request_id=exchange.request_id,
             )
-            for message in exchange.messages:
-                if message.content:
-                    self.store.append(info.id, owner, message.role, message.content, verdict=exchange.input)
-            for answer in exchange.answers:
-                if answer:
-                    self.store.append(info.id, owner, "assistant", answer, verdict=exchange.output)
+            if self.usage_flush is not None:
+                self.usage_flush()  # the usage event was queued first: link it once it is written
+            with self.store.db.session() as session:
+                session.execute(
+                    update(UsageEvent)
+                    .where(UsageEvent.id == exchange.request_id)
+                    .values(conversation_id=conversation_id)
+                )
         except Exception:
             logger.exception("could not store conversation of request %s", exchange.request_id)
+
+    def flush(self) -> None:
+        """Wait until every queued exchange is stored."""
+        self._queue.join()
+
+    def close(self) -> None:
+        """Store what is queued and stop the writer."""
+        with self._lock:
+            self._closed = True
+            thread, self._thread = self._thread, None
+        if thread is not None:
+            self._queue.put(None)
+            thread.join(timeout=30)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import hmac
 import os
 from pathlib import Path
 
@@ -121,6 +122,11 @@ def open_sealed(key: bytes, nonce: bytes, ciphertext: bytes, aad: str) -> bytes:
         ) from exc
 
 
+def mac_hex(key: bytes, message: str) -> str:
+    """HMAC-SHA256 of `message` under `key`, as hex."""
+    return hmac.new(key, message.encode("utf-8", "surrogatepass"), hashlib.sha256).hexdigest()
+
+
 def _wrap_aad(user_id: str) -> bytes:
     return b"bastion-data-key\x00" + user_id.encode()
 
@@ -171,6 +177,15 @@ class KeyRing:
     def decrypt(self, user_id: str, nonce: bytes, ciphertext: bytes, aad: str) -> bytes:
         """The plaintext; DataKeyShredded when the key is gone, IntegrityError when anything was altered."""
         return open_sealed(self.data_key(user_id), nonce, ciphertext, aad)
+
+    def mac(self, user_id: str, message: str) -> str:
+        """HMAC-SHA256 (hex) of `message` under a MAC key derived from the user's data key: a stable,
+        non-reversible reference (end-user ids, conversation heads) that shredding the user erases."""
+        return mac_hex(self.mac_key(user_id), message)
+
+    def mac_key(self, user_id: str) -> bytes:
+        """The user's MAC key (derived from the data key, which is created if missing)."""
+        return hmac.new(self.data_key(user_id, create=True), b"bastion-mac-key", hashlib.sha256).digest()
 
     def rotate_master_key(self, new_master_key: bytes) -> int:
         """Re-wrap every data key with `new_master_key` in one transaction; returns how many."""

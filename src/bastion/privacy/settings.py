@@ -35,3 +35,11 @@ class PrivacySettings(BaseModel):
         le=MAX_RETENTION_DAYS,
         description="Days after its last message that a temporary chat (`store: false`) is purged.",
     )
+    store_conversations: bool = Field(
+        True, description="Store the gateway's conversations (encrypted). false: the gateway keeps none."
+    )
+    purge_interval_s: float = Field(
+        3600.0,
+        ge=0,
+        description="Seconds between the server's scheduled purges (0: only `bastion privacy purge`).",
+    )

@@ -1,0 +1,22 @@
+"""The privacy pages: "Your data" at `/privacy` and the safety reviewers' retention queue at `/review`."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from fastapi.responses import HTMLResponse
+
+from bastion.web.pages import STATIC
+
+router = APIRouter(include_in_schema=False)
+
+
+@router.get("/privacy", response_class=HTMLResponse)
+def your_data_page() -> HTMLResponse:
+    """Your data: training opt-out, conversations, delete, export."""
+    return HTMLResponse((STATIC / "privacy.html").read_text(encoding="utf-8"))
+
+
+@router.get("/review", response_class=HTMLResponse)
+def review_page() -> HTMLResponse:
+    """The retention queue for safety reviewers."""
+    return HTMLResponse((STATIC / "review.html").read_text(encoding="utf-8"))
