@@ -80,6 +80,12 @@ class Attempt(BaseModel):
     scores: dict[str, float] = Field(default_factory=dict)
     rationales: dict[str, str] = Field(default_factory=dict)
     metadata: dict[str, Any] = Field(default_factory=dict)
+    conversation: list[Message] = Field(
+        default_factory=list, description="Every message exchanged (multi-turn attacks), answer included."
+    )
+    verdict: str | None = Field(
+        None, description="The combined verdict (red team: fail, pass, over_refusal, error)."
+    )
 
 
 FindingStatus = Literal["new", "confirmed", "mitigated", "verified", "wont_fix"]
