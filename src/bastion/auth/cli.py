@@ -19,19 +19,26 @@ JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON for scripts."
 
 
 def _store() -> KeyStore:
-    db = Database(get_settings().resolved_database_url)
+    from bastion.privacy.service import Privacy  # the audit log (key changes are audit events)
+
+    settings = get_settings()
+    db = Database(settings.resolved_database_url)
     db.upgrade()
-    return KeyStore(db)
+    return KeyStore(db, Privacy.build(settings, db, background=False).audit)
 
 
 @keys_app.command("create")
 def create(
     role: Annotated[Role, typer.Option(help="What the key may do.")] = Role.CLIENT,
     name: Annotated[str, typer.Option(help="A label to recognise the key by.")] = "",
+    user: Annotated[
+        str | None,
+        typer.Option(help="The user it belongs to (`bastion privacy users list`); default: a new user."),
+    ] = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Create a key. The key is printed once and cannot be shown again."""
-    secret, info = _store().create(role, name)
+    secret, info = _store().create(role, name, user_id=user, actor="cli")
     if as_json:
         print_json({"key": secret, **asdict(info)})
         return
@@ -69,8 +76,22 @@ def revoke(
     as_json: JsonFlag = False,
 ) -> None:
     """Revoke a key: it stops working at once."""
-    info = _store().revoke(key_id)
+    info = _store().revoke(key_id, actor="cli")
     if as_json:
         print_json(asdict(info))
         return
     typer.echo(f"Revoked {info.id} ({info.name}).")
+
+
+@keys_app.command("set-role")
+def set_role(
+    key_id: Annotated[str, typer.Argument(help="The key's id, from `bastion keys list`.")],
+    role: Annotated[Role, typer.Argument(help="The new role.")],
+    as_json: JsonFlag = False,
+) -> None:
+    """Change a key's role (an audit event)."""
+    info = _store().set_role(key_id, role, actor="cli")
+    if as_json:
+        print_json(asdict(info))
+        return
+    typer.echo(f"{info.id} is now {info.role.value}.")

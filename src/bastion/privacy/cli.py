@@ -1,4 +1,4 @@
-"""`bastion audit verify|checkpoint` and `bastion privacy purge|rotate-key`."""
+"""`bastion audit verify|checkpoint` and `bastion privacy purge|rotate-key|export-training|orgs|users`."""
 
 from __future__ import annotations
 
@@ -14,23 +14,33 @@ import typer
 from bastion.core.cli_support import fail, print_json
 from bastion.core.errors import BastionError, ConfigError
 from bastion.core.settings import Settings, load_settings
+from bastion.db.accounts import PLANS, Accounts
 from bastion.db.session import Database
-from bastion.privacy.audit import AuditLog, Checkpoint, load_signing_key
+from bastion.privacy.audit import AuditLog, Checkpoint
 from bastion.privacy.conversations import ConversationStore
 from bastion.privacy.crypto import (
     KeyRing,
     decode_key,
     encode_key,
-    load_master_key,
     master_key_path,
     new_key,
     write_secret,
 )
+from bastion.privacy.service import Privacy
+from bastion.privacy.training import export_training
 
 audit_app = typer.Typer(
     name="audit", help="Verify and export the tamper-evident audit log.", no_args_is_help=True
 )
-privacy_app = typer.Typer(name="privacy", help="Retention purge and key management.", no_args_is_help=True)
+privacy_app = typer.Typer(
+    name="privacy",
+    help="Retention purge, training exports, organisations and users, key management.",
+    no_args_is_help=True,
+)
+orgs_app = typer.Typer(name="orgs", help="Organisations (and their training opt-out).", no_args_is_help=True)
+users_app = typer.Typer(name="users", help="Users (accounts that hold API keys).", no_args_is_help=True)
+privacy_app.add_typer(orgs_app, name="orgs")
+privacy_app.add_typer(users_app, name="users")
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
 
 
@@ -42,16 +52,17 @@ class Context:
     db: Database
     keyring: KeyRing
     audit: AuditLog
+    privacy: Privacy
+    accounts: Accounts
+    store: ConversationStore
 
 
 def _context() -> Context:
     settings = load_settings()
-    privacy = settings.privacy
     db = Database(settings.resolved_database_url)
     db.upgrade()
-    keyring = KeyRing(db, load_master_key(privacy, env=settings.env, home=settings.home))
-    audit = AuditLog(db, keyring, load_signing_key(privacy, env=settings.env, home=settings.home))
-    return Context(settings, db, keyring, audit)
+    privacy = Privacy.build(settings, db, background=False)
+    return Context(settings, db, privacy.keyring, privacy.audit, privacy, privacy.accounts, privacy.store)
 
 
 @audit_app.command("verify")
@@ -112,14 +123,155 @@ def purge(
     if at is not None and at.tzinfo is None:
         at = at.replace(tzinfo=UTC)
     try:
-        ctx = _context()
-        report = ConversationStore(ctx.db, ctx.keyring, ctx.settings.privacy, audit=ctx.audit).purge(at)
+        report = _context().store.purge(at)
     except BastionError as exc:
         fail(exc.message)
     if as_json:
-        print_json({"conversations": report.conversations, "messages": report.messages, "now": report.now})
+        print_json(
+            {
+                "conversations": report.conversations,
+                "messages": report.messages,
+                "usage_refs": report.usage_refs,
+                "export_items": report.export_items,
+                "exports_invalidated": report.exports_invalidated,
+                "derived": report.derived,
+                "now": report.now,
+            }
+        )
         return
-    typer.echo(f"purged {report.conversations} conversations ({report.messages} messages) as of {report.now}")
+    typer.echo(
+        f"purged {report.conversations} conversations ({report.messages} messages, "
+        f"{report.usage_refs} usage-event references, {report.export_items} export-manifest entries in "
+        f"{len(report.exports_invalidated)} exports) as of {report.now}"
+    )
+
+
+@privacy_app.command("export-training")
+def export_training_command(
+    output: Annotated[Path, typer.Option("--output", "-o", help="Where to write the JSONL export.")],
+    limit: Annotated[int | None, typer.Option(min=1, help="At most this many conversations.")] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Export conversations that may be used for training (never opted-out, temporary, deleted or purged
+    ones) as JSONL, and record the manifest (ids + hashes) that a later purge invalidates."""
+    try:
+        ctx = _context()
+        export = export_training(ctx.store, ctx.accounts, actor="cli", path=output, limit=limit)
+    except BastionError as exc:
+        fail(exc.message)
+    if as_json:
+        print_json(
+            {
+                "id": export.id,
+                "conversations": len(export.records),
+                "path": export.path,
+                "sha256": export.sha256,
+            }
+        )
+        return
+    typer.echo(
+        f"exported {len(export.records)} conversations to {export.path} (export {export.id}, "
+        f"sha256 {export.sha256})"
+    )
+
+
+def _opt_flag(value: str | None) -> bool | None:
+    if value is None:
+        return None
+    if value not in ("in", "out"):
+        fail(f"--training {value!r}: expected 'in' or 'out'")
+    return value == "out"
+
+
+@orgs_app.command("create")
+def org_create(
+    name: Annotated[str, typer.Option(help="The organisation's name.")],
+    plan: Annotated[str, typer.Option(help=f"One of: {', '.join(PLANS)}.")] = "team",
+    training: Annotated[
+        str | None,
+        typer.Option(help="'out' or 'in'; default: out for enterprise, in otherwise."),
+    ] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Create an organisation."""
+    try:
+        ctx = _context()
+        org = ctx.accounts.create_org(name, plan, _opt_flag(training))
+        ctx.audit.append(
+            "cli", "org.create", org.id, details={"plan": org.plan, "training_opt_out": org.training_opt_out}
+        )
+    except BastionError as exc:
+        fail(exc.message)
+    if as_json:
+        print_json(org.__dict__)
+        return
+    state = "opted out of" if org.training_opt_out else "in"
+    typer.echo(f"created organisation {org.id} ({org.name}, {org.plan}; {state} training)")
+
+
+@orgs_app.command("list")
+def org_list(as_json: JsonFlag = False) -> None:
+    """List organisations."""
+    try:
+        orgs = _context().accounts.list_orgs()
+    except BastionError as exc:
+        fail(exc.message)
+    if as_json:
+        print_json([o.__dict__ for o in orgs])
+        return
+    for o in orgs:
+        typer.echo(f"{o.id}  {o.plan:<10}  opt-out={'yes' if o.training_opt_out else 'no'}  {o.name}")
+
+
+@orgs_app.command("set-training")
+def org_set_training(
+    org_id: Annotated[str, typer.Argument(help="The organisation's id.")],
+    training: Annotated[str, typer.Argument(help="'out' or 'in'.")],
+) -> None:
+    """Opt an organisation out of (or in to) training (an audit event)."""
+    value = _opt_flag(training)
+    assert value is not None
+    try:
+        _context().privacy.set_org_opt_out(org_id, value, actor="cli")
+    except BastionError as exc:
+        fail(exc.message)
+    typer.echo(f"{org_id}: {'opted out of' if value else 'opted in to'} training")
+
+
+@users_app.command("create")
+def user_create(
+    name: Annotated[str, typer.Option(help="A label for the user.")] = "",
+    org: Annotated[str | None, typer.Option(help="Organisation id (default: the default one).")] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Create a user; give it keys with `bastion keys create --user ID`."""
+    try:
+        ctx = _context()
+        user = ctx.accounts.create_user(org, name)
+        ctx.audit.append("cli", "user.create", user.id, details={"org_id": user.org_id})
+    except BastionError as exc:
+        fail(exc.message)
+    if as_json:
+        print_json(user.__dict__)
+        return
+    typer.echo(f"created user {user.id} in {user.org_id}")
+
+
+@users_app.command("list")
+def user_list(
+    org: Annotated[str | None, typer.Option(help="Only this organisation's users.")] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """List users (accounts, not end users)."""
+    try:
+        users = _context().accounts.list_users(org)
+    except BastionError as exc:
+        fail(exc.message)
+    if as_json:
+        print_json([u.__dict__ for u in users])
+        return
+    for u in users:
+        typer.echo(f"{u.id}  {u.org_id}  opt-out={'yes' if u.training_opt_out else 'no'}  {u.name}")
 
 
 @privacy_app.command("rotate-key")

@@ -247,6 +247,10 @@ class Privacy:
         """Everything past retention, removed everywhere (see `ConversationStore.purge`)."""
         return self.store.purge(now)
 
+    def flush(self) -> None:
+        """Wait until every conversation the gateway handed over is stored."""
+        self.sink.flush()
+
     def close(self) -> None:
         """Finish queued writes."""
         self.sink.close()
