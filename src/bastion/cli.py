@@ -11,6 +11,7 @@ from bastion.gateway.cli import chat
 from bastion.moderation.cli import moderate
 from bastion.moderation.cli_model import model_app
 from bastion.privacy.cli import audit_app, privacy_app
+from bastion.redteam.cli import redteam_app
 from bastion.redteam.findings_cli import install as install_findings
 from bastion.serve import db_app, serve
 
@@ -29,11 +30,7 @@ app.add_typer(keys_app, name="keys")
 app.add_typer(db_app, name="db")
 app.add_typer(privacy_app, name="privacy")
 app.add_typer(audit_app, name="audit")
-# `bastion redteam`: findings and regress here; campaigns join this group (or replace it with theirs,
-# calling install_findings on it).
-redteam_app = typer.Typer(
-    name="redteam", help="Red teaming: findings and regression runs.", no_args_is_help=True
-)
+# `bastion redteam`: campaigns (redteam/cli.py), findings and regress (redteam/findings_cli.py).
 install_findings(redteam_app)
 app.add_typer(redteam_app, name="redteam")
 

@@ -448,9 +448,10 @@ class CampaignRunner:
             engine.close()
             if worker is not None:
                 worker.close()
-            summary = summarize(self.db, run_id, replay=worker.describe() if worker else None)
             finished = datetime.now(UTC) if status == "completed" else None
-            self._set(run_id, status=status, completed=completed, summary=summary, finished_at=finished)
+            self._set(run_id, status=status, completed=completed, finished_at=finished)
+            summary = summarize(self.db, run_id, replay=worker.describe() if worker else None)
+            self._set(run_id, summary=summary)
         return summary
 
 
