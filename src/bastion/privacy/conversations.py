@@ -437,10 +437,11 @@ class ConversationStore:
                     delete(ConversationMessageRow).where(ConversationMessageRow.conversation_id.in_(chunk))
                 )
                 messages += int(getattr(result, "rowcount", 0) or 0)
+                # The usage event stays (metrics, abuse), unlinked and without the end user's identifier.
                 result = session.execute(
                     update(UsageEvent)
                     .where(UsageEvent.conversation_id.in_(chunk))
-                    .values(conversation_id=None)
+                    .values(conversation_id=None, user=None)
                 )
                 usage_refs += int(getattr(result, "rowcount", 0) or 0)
                 for export_id in session.scalars(
