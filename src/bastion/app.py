@@ -91,6 +91,7 @@ def create_app(
     from bastion.moderation.api import router as moderation_router
     from bastion.privacy.api import router as privacy_router
     from bastion.privacy.pages import router as privacy_pages_router
+    from bastion.redteam.api import router as redteam_runs_router
     from bastion.redteam.findings_api import router as findings_router
     from bastion.redteam.findings_pages import router as findings_pages_router
     from bastion.web.pages import STATIC
@@ -103,6 +104,7 @@ def create_app(
     app.include_router(privacy_pages_router)
     app.include_router(chat_page_router)
     app.include_router(pages_router)
+    app.include_router(redteam_runs_router)
     app.include_router(findings_router)
     app.include_router(findings_pages_router)
     app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")

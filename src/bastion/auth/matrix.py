@@ -76,6 +76,12 @@ MATRIX: dict[tuple[str, str], Access] = {
     # -- privacy: safety review of deleted conversations (not admin: reviewers only, each read audited) -
     ("GET", "/v1/review/conversations"): REVIEWER,
     ("GET", "/v1/review/conversations/{conversation_id}"): REVIEWER,
+    # -- red team: campaign runs (read-only; runs start from the CLI) -----------------------------------
+    ("GET", "/v1/redteam/runs"): STAFF,
+    ("GET", "/v1/redteam/runs/{run_id}"): STAFF,
+    ("GET", "/v1/redteam/runs/{run_id}/attempts"): STAFF,
+    ("GET", "/v1/redteam/runs/{run_id}/report"): STAFF,
+    ("GET", "/v1/redteam/diff"): STAFF,
 }
 
 
