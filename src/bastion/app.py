@@ -78,6 +78,7 @@ def create_app(
     app.state.db = db
     app.state.keys = KeyStore(db, privacy.audit)
     app.state.privacy = privacy
+    app.state.audit = privacy.audit
     app.state.auth_failures = AuthFailureAudit(privacy.audit)
     app.state.moderation = service
     app.state.gateway = gateway

@@ -82,6 +82,14 @@ MATRIX: dict[tuple[str, str], Access] = {
     ("GET", "/v1/redteam/runs/{run_id}/attempts"): STAFF,
     ("GET", "/v1/redteam/runs/{run_id}/report"): STAFF,
     ("GET", "/v1/redteam/diff"): STAFF,
+    # -- red team: findings (a red teamer sees its own; another's finding is a 404) ---------------------
+    ("GET", "/redteam/findings"): PUBLIC,
+    ("POST", "/v1/redteam/findings"): STAFF,
+    ("GET", "/v1/redteam/findings"): STAFF,
+    ("GET", "/v1/redteam/findings/{finding_id}"): STAFF,
+    ("POST", "/v1/redteam/findings/{finding_id}/triage"): frozenset({Role.ADMIN, Role.SAFETY_REVIEWER}),
+    ("GET", "/v1/redteam/findings/{finding_id}/comments"): STAFF,
+    ("POST", "/v1/redteam/findings/{finding_id}/comments"): STAFF,
 }
 
 
