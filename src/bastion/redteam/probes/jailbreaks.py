@@ -41,7 +41,8 @@ class TemplateProbe(Probe):
 
     def load(self) -> list[ProbeItem]:
         """Every (template, request) pair."""
-        opts = PayloadOptions.model_validate(self.options.model_dump())
+        opts = self.options
+        assert isinstance(opts, PayloadOptions)
         payloads = draw_payloads(self.settings, opts)
         return [
             ProbeItem(
@@ -51,7 +52,7 @@ class TemplateProbe(Probe):
                 p.category,
                 metadata={"template": tid},
             )
-            for tid, template in self.template_list()
+            for tid, template in dict(self.template_list()).items()
             for p in payloads
         ]
 
