@@ -1,5 +1,5 @@
-"""Targets: chat backend, OpenAI-compatible and generic HTTP over a tiny in-test server, the gateway in-process;
-retries with backoff, rate limit, cache."""
+"""Targets: chat backend, OpenAI-compatible and generic HTTP over a tiny in-test server, the gateway
+in-process; retries with backoff, rate limit, cache."""
 
 from __future__ import annotations
 
