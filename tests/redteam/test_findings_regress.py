@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 
 from bastion.auth.keys import Principal, Role
 from bastion.core.errors import ConfigError
+from bastion.core.records import Message
 from bastion.core.settings import Settings
 from bastion.db.session import Database
 from bastion.moderation.service import ModerationService
@@ -23,7 +24,7 @@ from bastion.redteam.findings import FindingStore, audit_log_for
 from bastion.redteam.findings_cli import install
 from bastion.redteam.findings_regress import moderation_judge, parse_target, regress, replay_messages
 from bastion.redteam.findings_schemas import FindingCreate
-from bastion.redteam.targets import TargetSpec, build_target
+from bastion.redteam.targets import TargetResponse, TargetSpec, build_target
 from tests.redteam import findings_support
 from tests.redteam.findings_support import HARMFUL_ANSWER, HARMFUL_PHRASE, finding_body
 
@@ -158,13 +159,14 @@ def test_replay_and_target_parsing(tmp_path: Path) -> None:
     spec_file = tmp_path / "campaign.toml"
     spec_file.write_text('[target]\ntype = "chat"\noptions = { backend = "echo" }\n')
     assert parse_target(str(spec_file)).options == {"backend": "echo"}
+    assert parse_target("local", ["echo"]).options == {"backend": "local"}
     with pytest.raises(ConfigError, match="unknown target 'nope'"):
         parse_target("nope", ["echo", "local"])
     with pytest.raises(ConfigError, match="does not exist"):
         parse_target(str(tmp_path / "absent.toml"))
 
 
-def _toml(settings: Settings) -> str:
+def _toml() -> str:
     return f"""
 [moderation]
 default_model = "test-lists"
@@ -182,7 +184,7 @@ def test_cli_lists_triages_comments_and_regresses(
     database: Database, findings_settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     config = tmp_path / "bastion.toml"
-    config.write_text(_toml(findings_settings))
+    config.write_text(_toml())
     monkeypatch.setenv("BASTION_CONFIG", str(config))
     monkeypatch.setenv("BASTION_HOME", str(findings_settings.home))
     monkeypatch.setenv("BASTION_DATABASE_URL", database.url)
@@ -240,3 +242,48 @@ def test_cli_lists_triages_comments_and_regresses(
     code, _, err = run("regress", "echo", "--status", "new")
     assert code == 1 and "expected one of: confirmed, mitigated, verified" in err
     assert audit_log_for(findings_settings, database).verify().ok
+
+
+class Flaky:
+    """A target that answers harmlessly, then harmfully, then harmlessly again, and so on."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def send(self, messages: list[Message], **params: object) -> TargetResponse:
+        self.calls += 1
+        return TargetResponse(HARMFUL_ANSWER if self.calls % 2 == 0 else "I can't help with that.")
+
+    def describe(self) -> dict[str, object]:
+        return {"type": "flaky"}
+
+
+def test_tries_catch_a_target_that_is_harmful_only_sometimes(
+    database: Database, findings_settings: Settings
+) -> None:
+    store = FindingStore(database, audit_log_for(findings_settings, database))
+    still, fixed = two_findings(store)
+    service = ModerationService(findings_settings)
+    judge = moderation_judge(service)
+
+    once = regress(store, Flaky(), judge, actor="cli:tester", finding_ids=[still])
+    assert [(o.verdict, o.harmful) for o in once.outcomes] == [("verified", False)]  # one try was lucky
+
+    flaky = Flaky()
+    report = regress(store, flaky, judge, actor="cli:tester", finding_ids=[still], tries=3)
+    (outcome,) = report.outcomes
+    assert (outcome.before, outcome.after, outcome.verdict) == ("verified", "confirmed", "reopened")
+    assert flaky.calls == 2  # the harmful second answer decided it
+    evidence = store.detail(REVIEWER, still).history[-1].evidence
+    assert evidence is not None
+    assert evidence["tries"] == 2 and evidence["response"] == HARMFUL_ANSWER
+    assert evidence["other_answers"] == [
+        {"response": "I can't help with that.", "harmful": False, "score": 0.0}
+    ]
+    assert evidence["rationale"].startswith("harmful on try 2 of 3")
+
+    verified = regress(store, Flaky(), judge, actor="cli:tester", finding_ids=[fixed])
+    assert verified.outcomes[0].verdict == "verified"
+    with pytest.raises(ConfigError, match="tries must be at least 1"):
+        regress(store, Flaky(), judge, actor="cli:tester", tries=0)
+    service.close()

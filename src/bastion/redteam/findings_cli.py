@@ -16,7 +16,6 @@ import typer
 from pydantic import ValidationError
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-from rich.table import Table
 
 from bastion.auth.keys import Principal, Role
 from bastion.core.cli_support import fail, print_json
@@ -84,23 +83,14 @@ def list_cmd(
     if as_json:
         print_json([f.model_dump(mode="json") for f in findings])
         return
-    table = Table()
-    for name in ("id", "status", "severity", "category"):
-        table.add_column(name, no_wrap=True)
-    for name in ("target", "summary", "reporter", "updated"):
-        table.add_column(name)
+    if not findings:
+        typer.echo("no findings")
+        return
     for f in findings:
-        table.add_row(
-            f.id,
-            f.status,
-            f.severity,
-            f.category,
-            f.target or "-",
-            f.summary,
-            f.reporter or "-",
-            f"{f.updated_at:%Y-%m-%d %H:%M}",
+        typer.echo(
+            f"{f.id}  {f.status:<9}  {f.severity:<8}  {f.category:<22}  {f.updated_at:%Y-%m-%d %H:%M}  "
+            f"{f.summary}"
         )
-    Console().print(table)
 
 
 def _print_detail(detail: FindingDetail) -> None:
@@ -231,6 +221,18 @@ def regress(
     moderation_model: Annotated[
         str | None, typer.Option(help="The moderation model that judges harm (default: the default).")
     ] = None,
+    max_tokens: Annotated[
+        int | None, typer.Option(min=1, help="Cap each answer (unless the target spec sets it).")
+    ] = 256,
+    temperature: Annotated[
+        float | None, typer.Option(min=0, help="Sampling temperature (unless the target spec sets it).")
+    ] = None,
+    tries: Annotated[
+        int,
+        typer.Option(
+            min=1, help="Send each conversation up to this many times; verified only if no answer is harmful."
+        ),
+    ] = 1,
     check: Annotated[
         bool, typer.Option("--check", help="Exit 1 when any finding still produces harmful output.")
     ] = False,
@@ -246,6 +248,10 @@ def regress(
         statuses = _status_list(status, REGRESSION_STATUSES) or list(REGRESSION_STATUSES)
         ctx = _context()
         spec = parse_target(target, list(ctx.settings.llm.models))
+        given = {"max_tokens": max_tokens, "temperature": temperature}
+        spec.params = {**{k: v for k, v in given.items() if v is not None}, **spec.params}
+        if tries > 1:
+            spec.cache = "off"  # every try must reach the target
         service = ModerationService(ctx.settings)
         built = build_target(spec, ctx.settings)
         try:
@@ -267,6 +273,7 @@ def regress(
                     actor=operator().key_id,
                     statuses=statuses,
                     finding_ids=finding or (),
+                    tries=tries,
                     on_result=lambda _outcome: progress.advance(task),
                 )
         finally:
@@ -279,21 +286,13 @@ def regress(
     if as_json:
         print_json(report.as_dict())
     else:
-        table = Table()
-        for name in ("finding", "before", "after", "verdict"):
-            table.add_column(name, no_wrap=True)
-        table.add_column("judge")
-        table.add_column("why")
+        console = Console(highlight=False)
         for o in report.outcomes:
-            table.add_row(
-                o.finding_id,
-                o.before,
-                o.after or "-",
-                o.verdict,
-                o.judge or "-",
-                o.rationale or o.error or "",
+            move = f"{o.before} → {o.after}" if o.after else o.before
+            console.print(f"[bold]{o.finding_id}[/bold]  {move}  [bold]{o.verdict}[/bold]")
+            console.print(
+                f"    {o.rationale or o.error or ''}" + (f"  [dim]({o.judge})[/dim]" if o.judge else "")
             )
-        Console().print(table)
         counts = ", ".join(f"{n} {verdict}" for verdict, n in sorted(report.counts().items())) or "nothing"
         typer.echo(f"regression run {report.run_id}: {len(report.outcomes)} finding(s): {counts}")
     if errors:

@@ -94,12 +94,13 @@ def replay_messages(finding: Finding) -> list[Message]:
     return [m.model_copy() for m in finding.conversation[: last_user + 1]]
 
 
-def parse_target(value: str, settings_llm_models: Sequence[str] = ()) -> TargetSpec:
+def parse_target(value: str, configured_models: Sequence[str] = ()) -> TargetSpec:
     """A target spec from the command line.
 
     `path.toml` / `path.json`: a file with a `[target]` table (a campaign file) or the spec itself;
     `gateway` or `gateway:MODEL`: Bastion's gateway, in-process; `chat:MODEL` or `MODEL`: a configured chat
-    model (`llm.models`) called directly.
+    model (`llm.models`) called directly; `BACKEND`: a registered chat backend with its default options
+    (`local` is SmolLM2 on CPU, `echo` repeats the prompt).
     """
     path = Path(value)
     if path.suffix in (".toml", ".json"):
@@ -114,13 +115,17 @@ def parse_target(value: str, settings_llm_models: Sequence[str] = ()) -> TargetS
         return TargetSpec(type="gateway", options={"in_process": True, "model": name or "default"})
     if kind == "chat" and name:
         return TargetSpec(type="chat", options={"model": name})
-    if settings_llm_models and value not in settings_llm_models:
-        known = ", ".join(sorted(settings_llm_models))
-        raise ConfigError(
-            f"unknown target {value!r}: name a configured chat model ({known}), 'gateway[:MODEL]', "
-            "or a target spec file (.toml / .json)"
-        )
-    return TargetSpec(type="chat", options={"model": value})
+    if not configured_models or value in configured_models:
+        return TargetSpec(type="chat", options={"model": value})
+    from bastion.llm.base import chat_backends
+
+    if value in chat_backends.names():
+        return TargetSpec(type="chat", options={"backend": value})
+    raise ConfigError(
+        f"unknown target {value!r}: name a configured chat model ({', '.join(sorted(configured_models))}), "
+        f"a chat backend ({', '.join(chat_backends.names())}), 'gateway[:MODEL]', or a target spec file "
+        "(.toml / .json)"
+    )
 
 
 @dataclass
@@ -172,9 +177,16 @@ def regress(
     actor: str,
     statuses: Sequence[str] = REGRESSION_STATUSES,
     finding_ids: Sequence[str] = (),
+    tries: int = 1,
     on_result: Callable[[RegressionOutcome], None] | None = None,
 ) -> RegressionReport:
-    """Re-run the suite's findings against `target`; each verdict is stored with its evidence and audited."""
+    """Re-run the suite's findings against `target`; each verdict is stored with its evidence and audited.
+
+    With `tries` > 1 each conversation is sent that many times (a sampling target answers differently each
+    time; turn the target's response cache off): a finding is still harmful when any answer is, and
+    verified only when none is. The evidence keeps the first harmful answer, or the last one."""
+    if tries < 1:
+        raise ConfigError("tries must be at least 1")
     bad = [s for s in statuses if s not in REGRESSION_STATUSES]
     if bad:
         raise ConfigError(f"only {', '.join(REGRESSION_STATUSES)} findings are re-run; not {', '.join(bad)}")
@@ -190,7 +202,7 @@ def regress(
         suite = [f for f in suite if f.id in wanted]
     report = RegressionReport(run_id="rgr_" + secrets.token_hex(6), target=target.describe())
     for finding in suite:
-        outcome = _run_one(store, target, judge, finding, actor, report)
+        outcome = _run_one(store, target, judge, finding, actor, report, tries)
         report.outcomes.append(outcome)
         if on_result is not None:
             on_result(outcome)
@@ -204,18 +216,25 @@ def _run_one(
     finding: Finding,
     actor: str,
     report: RegressionReport,
+    tries: int,
 ) -> RegressionOutcome:
     messages = replay_messages(finding)
+    answers: list[tuple[TargetResponse, Judgement]] = []
     try:
-        response = target.send(messages)
-        judgement = judge(finding, messages, response.text)
+        for _ in range(tries):
+            response = target.send(messages)
+            answers.append((response, judge(finding, messages, response.text)))
+            if answers[-1][1].harmful:
+                break  # one harmful answer decides it
     except BastionError as exc:
         return RegressionOutcome(finding.id, finding.status, None, "error", None, None, error=exc.message)
+    response, judgement = answers[-1]
     text = response.text
     evidence: dict[str, Any] = {
         "run_id": report.run_id,
         "target": report.target,
         "messages": [m.model_dump(mode="json", exclude_none=True) for m in messages],
+        "tries": len(answers),
         "response": text[:MAX_EVIDENCE_CHARS],
         "response_truncated": len(text) > MAX_EVIDENCE_CHARS,
         "response_sha256": hashlib.sha256(text.encode()).hexdigest(),
@@ -225,7 +244,21 @@ def _run_one(
         "flagged_categories": judgement.categories,
         "scores": judgement.scores,
         "rationale": judgement.rationale,
+        "other_answers": [
+            {"response": r.text[:2_000], "harmful": j.harmful, "score": j.score} for r, j in answers[:-1]
+        ],
     }
+    if len(answers) > 1 or tries > 1:
+        judgement = Judgement(
+            judgement.harmful,
+            judgement.judge,
+            judgement.score,
+            judgement.categories,
+            judgement.scores,
+            f"{'harmful' if judgement.harmful else 'not harmful'} on try {len(answers)} of {tries}: "
+            + judgement.rationale,
+        )
+        evidence["rationale"] = judgement.rationale
     kind = report.target.get("type", "the target")
     note = f"regression run {report.run_id} against {kind}: {judgement.rationale}"
     event = store.record_regression(actor, finding.id, judgement.harmful, evidence, note)
