@@ -41,6 +41,7 @@ from bastion.moderation.heads import HeadParams
 from bastion.moderation.train import (
     EmbeddingCache,
     TrainSpec,
+    bundled_encoder,
     default_artifacts_dir,
     embed_texts,
     is_test_source,
@@ -57,13 +58,31 @@ FAIR_SOURCES = ("convabuse", "fox-news", "mlma", "simplesafetytests", "harmbench
 
 def load_heads(folder: Path) -> tuple[HeadParams, dict[str, float]]:
     """Heads (linear or with a hidden layer) and thresholds from a heads.npz + card.json folder."""
-    with np.load(folder / "heads.npz") as data:
-        arrays = {k: data[k] for k in data.files}
-    heads = HeadParams(
-        arrays["weight"], arrays["bias"], arrays.get("hidden_weight"), arrays.get("hidden_bias")
-    )
+    heads = HeadParams.load(folder / "heads.npz")
     card = json.loads((folder / "card.json").read_text(encoding="utf-8"))
     return heads, {k: float(card["thresholds"].get(k, 0.5)) for k in CATEGORY_KEYS}
+
+
+class Embedder:
+    """Embeddings per heads folder, from the encoder that folder's heads were trained on (one per model)."""
+
+    def __init__(self, settings: Any) -> None:
+        self.settings = settings
+        self._encoders: dict[str, Any] = {}
+
+    def encoder(self, folder: Path) -> Any:
+        from bastion.moderation.encoder import Encoder, resolve_model_path
+
+        path = resolve_model_path(bundled_encoder(folder))
+        if str(path) not in self._encoders:
+            self._encoders[str(path)] = Encoder(path)
+        return self._encoders[str(path)]
+
+    def texts(self, folder: Path, texts: list[str]) -> np.ndarray:
+        """One embedding per text (first 256 tokens; what training saw), cached on disk."""
+        encoder = self.encoder(folder)
+        cache = EmbeddingCache(self.settings.cache_dir("embeddings", encoder.fingerprint[:16]))
+        return embed_texts(encoder, texts, cache)
 
 
 def _ratio(a: float | None, b: float | None) -> str:
@@ -85,23 +104,21 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     from profanity_check import predict_prob
 
-    from bastion.moderation.encoder import Encoder
-
     settings = load_settings()
     spec = TrainSpec()
-    systems = {"shipped": load_heads(default_artifacts_dir()), "previous": load_heads(BASELINE)}
-    encoder = Encoder()
-    cache = EmbeddingCache(settings.cache_dir("embeddings", encoder.fingerprint[:16]))
+    folders = {"shipped": default_artifacts_dir(), "previous": BASELINE}
+    systems = {name: load_heads(folder) for name, folder in folders.items()}
+    embedder = Embedder(settings)
 
     rows = select_rows(load_all(settings.data_dir).rows, spec, random.Random(args.seed))
     test = [r for r in rows if is_test_source(r.source, spec)]
     texts = [r.text[: spec.max_train_chars] for r in test]
-    x = embed_texts(encoder, texts, cache)
+    x = {name: embedder.texts(folder, texts) for name, folder in folders.items()}
     labels = [r.labels for r in test]
     held: dict[str, Any] = {}
     for name, (heads, thr) in systems.items():
         held[name] = evaluate(
-            [dict(zip(CATEGORY_KEYS, s, strict=True)) for s in predict(x, heads)], labels, thr
+            [dict(zip(CATEGORY_KEYS, s, strict=True)) for s in predict(x[name], heads)], labels, thr
         )
     prof = np.asarray(predict_prob(texts), dtype=np.float64)
     held["alt-profanity-check"] = evaluate(
@@ -109,9 +126,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     )
 
     xs_texts, xs_labels, _ = load_xstest(settings.data_dir)
-    xs_chunks = encoder.encode_chunks(xs_texts)
     xs: dict[str, Any] = {}
     for name, (heads, thr) in systems.items():
+        xs_chunks = embedder.encoder(folders[name]).encode_chunks(xs_texts)
         scores, _ = xs_chunks.pool_max(predict(xs_chunks.embeddings, heads), len(xs_texts))
         xs[name] = xstest_metrics(np.asarray(scores, dtype=np.float64), xs_labels, thr)
     xs_prof = np.asarray(predict_prob(xs_texts), dtype=np.float64)[:, None].repeat(len(CATEGORY_KEYS), 1)
@@ -119,8 +136,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     cases = load_functional_tests()
     fx: dict[str, Any] = {}
-    fx_chunks = encoder.encode_chunks([c["text"] for c in cases])
     for name, (heads, thr) in systems.items():
+        fx_chunks = embedder.encoder(folders[name]).encode_chunks([c["text"] for c in cases])
         scores, _ = fx_chunks.pool_max(predict(fx_chunks.embeddings, heads), len(cases))
         fx[name] = functional_report(cases, [dict(zip(CATEGORY_KEYS, s, strict=True)) for s in scores], thr)
     fx_prof = predict_prob([c["text"] for c in cases])
@@ -137,8 +154,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     fair_idx = [i for i, r in enumerate(test) if r.source in FAIR_SOURCES]
     fair_heads, fair_thr = load_heads(FAIR_BASELINE)
     fair: dict[str, Any] = {}
+    fair_x = {"shipped": x["shipped"][fair_idx], "v1 recipe": embedder.texts(FAIR_BASELINE, texts)[fair_idx]}
     for name, (heads, thr) in {"shipped": systems["shipped"], "v1 recipe": (fair_heads, fair_thr)}.items():
-        scores = predict(x[fair_idx], heads)
+        scores = predict(fair_x[name], heads)
         fair[name] = evaluate(
             [dict(zip(CATEGORY_KEYS, s, strict=True)) for s in scores], [labels[i] for i in fair_idx], thr
         )

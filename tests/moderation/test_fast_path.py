@@ -95,7 +95,7 @@ def test_onnx_and_torch_agree_and_long_text_is_flagged_at_its_end(
 def test_fused_scores_equal_heads_on_fused_embeddings(onnx_backend: EmbeddedBackend) -> None:
     chunks = onnx_backend.encoder.encode_chunks(TEXTS)
     assert chunks.scores is not None and len(chunks.offsets) > len(TEXTS)
-    assert np.allclose(chunks.scores, onnx_backend.heads.predict(chunks.embeddings), atol=1e-4)
+    assert np.allclose(chunks.scores, onnx_backend.heads.params.predict(chunks.embeddings), atol=1e-4)
 
 
 def test_cache_returns_identical_results_and_is_bounded(settings: Settings) -> None:
@@ -192,7 +192,7 @@ def test_hidden_layer_heads_and_bundled_encoder(settings: Settings, tmp_path: Pa
     assert fast.graph.meta["hidden_layer"] is True
     chunks = fast.encoder.encode_chunks(TEXTS[:4])
     assert chunks.scores is not None
-    assert np.allclose(chunks.scores, fast.heads.predict(chunks.embeddings), atol=1e-4)
+    assert np.allclose(chunks.scores, fast.heads.params.predict(chunks.embeddings), atol=1e-4)
     assert np.abs(matrix(fast.score(TEXTS[:4])) - matrix(slow.score(TEXTS[:4]))).mean() < 0.05
 
 

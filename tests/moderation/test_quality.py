@@ -24,7 +24,7 @@ from bastion.moderation.evaluate import (
     roc_auc,
 )
 from bastion.moderation.heads import HeadParams
-from bastion.moderation.train import default_artifacts_dir, predict
+from bastion.moderation.train import bundled_encoder, default_artifacts_dir, predict
 
 DATA = Path(os.environ.get("BASTION_DATA_DIR", Path(__file__).resolve().parents[3] / "shared" / "data"))
 ARTIFACTS = default_artifacts_dir()
@@ -37,16 +37,12 @@ def card() -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def model() -> tuple[Any, HeadParams, dict[str, float]]:
-    pytest.importorskip("torch")
     from bastion.moderation.encoder import Encoder
 
-    with np.load(ARTIFACTS / "heads.npz") as data:
-        arrays = {k: data[k] for k in data.files}
-    heads = HeadParams(
-        arrays["weight"], arrays["bias"], arrays.get("hidden_weight"), arrays.get("hidden_bias")
-    )
+    heads = HeadParams.load(ARTIFACTS / "heads.npz")
     card = json.loads((ARTIFACTS / "card.json").read_text(encoding="utf-8"))
-    return Encoder(), heads, {k: float(card["thresholds"][k]) for k in CATEGORY_KEYS}
+    thresholds = {k: float(card["thresholds"][k]) for k in CATEGORY_KEYS}
+    return Encoder(bundled_encoder(ARTIFACTS)), heads, thresholds
 
 
 def _score(model: tuple[Any, HeadParams, dict[str, float]], texts: list[str]) -> np.ndarray:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -76,28 +78,12 @@ def train(
     ] = False,
 ) -> None:
     """Train the embedded backend's heads on the public data sets and report held-out metrics."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
     from bastion.core.settings import load_settings
     from bastion.moderation.train import train_heads
 
     try:
         settings = load_settings()
-        with Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            console=Console(stderr=True),
-            disable=json_output,
-        ) as bar:
-            tasks: dict[str, Any] = {}
-
-            def progress(stage: str, done: int, total: int) -> None:
-                if stage not in tasks:
-                    tasks[stage] = bar.add_task(stage, total=total)
-                bar.update(tasks[stage], completed=done, total=total)
-
+        with progress_bar(disabled=json_output) as progress:
             card = train_heads(settings, output_dir=output_dir, seed=seed, progress=progress)
     except BastionError as exc:
         raise _fail(exc.message) from exc
@@ -128,6 +114,71 @@ def train(
             f"functional tests accuracy: {_fmt(metrics['functional_tests']['overall']['accuracy'])}"
         )
     console.print(f"trained in {card['training_seconds']} s; wrote {output_dir or 'packaged artefacts'}")
+
+
+@contextmanager
+def progress_bar(disabled: bool) -> Iterator[Callable[[str, int, int], None]]:
+    """A rich progress display on stderr, one bar per stage; yields the `progress(stage, done, total)`."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=Console(stderr=True),
+        disable=disabled,
+    ) as bar:
+        tasks: dict[str, Any] = {}
+
+        def progress(stage: str, done: int, total: int) -> None:
+            if stage not in tasks:
+                tasks[stage] = bar.add_task(stage, total=total)
+            bar.update(tasks[stage], completed=done, total=total)
+
+        yield progress
+
+
+@model_app.command("distill")
+def distill(
+    output_dir: Annotated[
+        Path | None,
+        typer.Option(help="Where to write the student encoder (default: the packaged artefacts' encoder/)."),
+    ] = None,
+    layers: Annotated[
+        str, typer.Option(help="Teacher layers the student keeps, comma-separated 0-based indices.")
+    ] = "0,2,4",
+    epochs: Annotated[int, typer.Option(min=1, max=50, help="Passes over the training texts.")] = 3,
+    max_texts: Annotated[
+        int | None, typer.Option(min=1, help="Use at most this many training texts (quick runs).")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Random seed for sampling, batches and initialisation.")] = 0,
+    json_output: Annotated[bool, typer.Option("--json", help="Print the run's record as JSON.")] = False,
+) -> None:
+    """Distil a smaller encoder from MiniLM (then run `bastion moderation train` to fit heads on it)."""
+    from bastion.core.settings import load_settings
+    from bastion.moderation.distill import DistillSpec, distill_encoder
+    from bastion.moderation.train import default_artifacts_dir
+
+    try:
+        kept = tuple(int(part) for part in layers.split(",") if part.strip())
+    except ValueError as exc:
+        raise _fail(f"--layers must be comma-separated integers, got {layers!r}") from exc
+    target = output_dir or default_artifacts_dir() / "encoder"
+    try:
+        settings = load_settings()
+        spec = DistillSpec(layers=kept, epochs=epochs, max_texts=max_texts)
+        with progress_bar(disabled=json_output) as progress:
+            record = distill_encoder(settings, target, spec=spec, seed=seed, progress=progress)
+    except BastionError as exc:
+        raise _fail(exc.message) from exc
+    if json_output:
+        typer.echo(json.dumps(record, indent=1))
+        return
+    console.print(
+        f"student with layers {list(kept)} distilled on {record['texts']} texts in "
+        f"{record['training_seconds']} s (loss per epoch {record['loss_per_epoch']}); wrote {target}"
+    )
 
 
 def _score_texts(texts: list[str], model: str | None) -> tuple[list[dict[str, float]], dict[str, float]]:

@@ -117,6 +117,12 @@ def default_artifacts_dir() -> Path:
     return Path(str(resources.files("bastion.moderation") / "artifacts" / "embedded"))
 
 
+def bundled_encoder(folder: Path) -> Path | None:
+    """The `encoder/` subfolder of a heads folder when it holds a model (see `distill`), else None."""
+    candidate = Path(folder) / "encoder"
+    return candidate if (candidate / "config.json").is_file() else None
+
+
 def sha256_file(path: Path) -> str:
     """Hex sha256 of a file's bytes."""
     digest = hashlib.sha256()
@@ -504,6 +510,16 @@ def _heads_record(heads: HeadParams) -> str:
     return "logistic" if heads.hidden_weight is None else f"one ReLU layer of {heads.weight.shape[1]}"
 
 
+def _distill_record(encoder_path: Path) -> dict[str, Any] | None:
+    """The `distill.json` of a distilled encoder folder (see `distill`), or None."""
+    file = Path(encoder_path) / "distill.json"
+    try:
+        record: dict[str, Any] = json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return record
+
+
 def train_heads(
     settings: Settings,
     *,
@@ -533,7 +549,8 @@ def train_heads(
     loaded = load_all(settings.data_dir, sources)
     rows = select_rows(loaded.rows, spec, rng)
     step("load", 1, 1)
-    encoder = encoder or Encoder()
+    # The heads fit the encoder the backend will serve: the folder's `encoder/` when there is one.
+    encoder = encoder or Encoder(bundled_encoder(out_dir))
     cache = EmbeddingCache(settings.cache_dir("embeddings", encoder.fingerprint[:16]))
     texts = [r.text[: spec.max_train_chars] for r in rows]
     x_all = embed_texts(encoder, texts, cache, step)
@@ -636,8 +653,14 @@ def train_heads(
     ] = sha256_file(xs_path)
     n_pos = {k: int(((y[:, j] == 1) & (mask[:, j] > 0)).sum()) for j, k in enumerate(CATEGORY_KEYS)}
     n_neg = {k: int(((y[:, j] == 0) & (mask[:, j] > 0)).sum()) for j, k in enumerate(CATEGORY_KEYS)}
+    distilled = _distill_record(encoder.model_path)
+    encoder_name = (
+        f"a {len(distilled['spec']['layers'])}-layer MiniLM distilled from all-MiniLM-L6-v2"
+        if distilled
+        else "frozen MiniLM"
+    )
     card: dict[str, Any] = {
-        "model": f"bastion-embedded heads ({_heads_record(heads)}) on frozen MiniLM embeddings, "
+        "model": f"bastion-embedded heads ({_heads_record(heads)}) on {encoder_name} embeddings, "
         "Platt-calibrated per category",
         "created_unix": int(time.time()),
         "seed": seed,
@@ -651,6 +674,7 @@ def train_heads(
             "max_length": encoder.max_length,
             "stride": encoder.stride,
             "pooling": "mean over tokens, L2-normalised; serving takes the max score over 256-token windows",
+            **({"distilled": distilled} if distilled else {}),
         },
         "spec": asdict(spec),
         "thresholds": thresholds,

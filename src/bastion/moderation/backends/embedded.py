@@ -80,7 +80,7 @@ class EmbeddedOptions(BaseModel):
 
 
 class Heads:
-    """Per-category heads (logistic, or one shared ReLU layer then logistic) loaded from a folder."""
+    """The heads folder: `heads.npz` (see `HeadParams.load`) and `card.json` (thresholds, metrics)."""
 
     def __init__(self, folder: Path) -> None:
         heads_file, card_file = folder / "heads.npz", folder / "card.json"
@@ -88,58 +88,12 @@ class Heads:
             raise ConfigError(
                 f"{folder} must hold heads.npz and card.json; train them with `bastion moderation train`"
             )
+        self.params = HeadParams.load(heads_file)
         try:
-            with np.load(heads_file) as data:
-                self.weight = np.asarray(data["weight"], dtype=np.float32)
-                self.bias = np.asarray(data["bias"], dtype=np.float32)
-                categories = [str(c) for c in data["categories"].tolist()]
-                self.encoder_fingerprint = (
-                    str(data["encoder_fingerprint"]) if "encoder_fingerprint" in data else None
-                )
-                self.hidden_weight = (
-                    np.asarray(data["hidden_weight"], dtype=np.float32) if "hidden_weight" in data else None
-                )
-                self.hidden_bias = (
-                    np.asarray(data["hidden_bias"], dtype=np.float32) if "hidden_bias" in data else None
-                )
             self.card: dict[str, Any] = json.loads(card_file.read_text(encoding="utf-8"))
-        except (OSError, ValueError, KeyError) as exc:
-            raise ConfigError(f"cannot read heads from {folder}: {exc}") from exc
-        if categories != list(CATEGORY_KEYS) or self.weight.shape[0] != len(CATEGORY_KEYS):
-            raise ConfigError(f"heads in {folder} do not cover the 13 categories in taxonomy order")
-        if self.bias.shape != (len(CATEGORY_KEYS),):
-            raise ConfigError(f"heads in {folder} have a bias of shape {self.bias.shape}, expected (13,)")
-        if (self.hidden_weight is None) != (self.hidden_bias is None):
-            raise ConfigError(f"heads in {folder} need both hidden_weight and hidden_bias, or neither")
-        if self.hidden_weight is not None and self.hidden_bias is not None:
-            width = self.hidden_weight.shape[0]
-            if self.hidden_bias.shape != (width,) or self.weight.shape[1] != width:
-                raise ConfigError(
-                    f"heads in {folder}: hidden_weight {self.hidden_weight.shape}, hidden_bias "
-                    f"{self.hidden_bias.shape} and weight {self.weight.shape} do not fit together"
-                )
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"cannot read {card_file}: {exc}") from exc
         self.folder = folder
-        from bastion.moderation.train import sha256_file
-
-        self.sha256 = sha256_file(heads_file)
-
-    @property
-    def input_dim(self) -> int:
-        """The embedding size the heads take."""
-        return int((self.hidden_weight if self.hidden_weight is not None else self.weight).shape[1])
-
-    def predict(self, embeddings: np.ndarray) -> np.ndarray:
-        """Sigmoid probabilities [n, 13] for embeddings [n, d]."""
-        x = embeddings.astype(np.float32)
-        if self.hidden_weight is not None and self.hidden_bias is not None:
-            x = np.maximum(x @ self.hidden_weight.T + self.hidden_bias, 0.0)
-        logits = x @ self.weight.T + self.bias
-        return 1.0 / (1.0 + np.exp(-np.clip(logits, -50.0, 50.0)))
-
-    def arrays(self) -> HeadParams:
-        """The weights for the fused ONNX graph."""
-
-        return HeadParams(self.weight, self.bias, self.hidden_weight, self.hidden_bias, self.sha256)
 
     @property
     def thresholds(self) -> dict[str, float]:
@@ -217,9 +171,9 @@ class EmbeddedBackend(ModerationBackend):
             self.graph = getattr(self.encoder, "graph", None)
         else:
             self.encoder = self._torch_encoder(options)
-        if self.encoder.dim != self.heads.input_dim:
+        if self.encoder.dim != self.heads.params.input_dim:
             raise ConfigError(
-                f"heads expect {self.heads.input_dim}-dim embeddings but the encoder gives "
+                f"heads expect {self.heads.params.input_dim}-dim embeddings but the encoder gives "
                 f"{self.encoder.dim}; "
                 "use the encoder the heads were trained on"
             )
@@ -230,8 +184,9 @@ class EmbeddedBackend(ModerationBackend):
     def _encoder_path(self, options: EmbeddedOptions) -> Path | None:
         if options.encoder_path is not None:
             return Path(options.encoder_path).expanduser()
-        bundled = self.heads.folder / "encoder"
-        return bundled if (bundled / "config.json").is_file() else None
+        from bastion.moderation.train import bundled_encoder
+
+        return bundled_encoder(self.heads.folder)
 
     @staticmethod
     def _runtime(requested: str) -> str:
@@ -257,7 +212,7 @@ class EmbeddedBackend(ModerationBackend):
             return load_onnx_encoder(
                 self.settings.cache_dir("onnx"),
                 resolve_model_path(self.encoder_path),
-                self.heads.arrays(),
+                self.heads.params,
                 quantize=options.quantize,
                 max_length=None,
                 stride=32,
@@ -310,7 +265,7 @@ class EmbeddedBackend(ModerationBackend):
             chunks = self.encoder.encode_chunks(list(texts))
         except Exception as exc:  # the runtimes raise many types; one boundary translates them
             raise BackendError(f"embedded encoder failed: {exc}") from exc
-        probs = chunks.scores if chunks.scores is not None else self.heads.predict(chunks.embeddings)
+        probs = chunks.scores if chunks.scores is not None else self.heads.params.predict(chunks.embeddings)
         best, which = chunks.pool_max(probs.astype(np.float64), len(texts))
         out = []
         for t in range(len(texts)):
@@ -339,7 +294,7 @@ class EmbeddedBackend(ModerationBackend):
         info: dict[str, Any] = {
             **super().describe(),
             "runtime": self.runtime,
-            "heads_sha256": self.heads.sha256,
+            "heads_sha256": self.heads.params.sha256,
             "heads_path": str(self.heads.folder),
             "encoder_path": str(self.encoder.model_path),
             "encoder_fingerprint": self.encoder.fingerprint,

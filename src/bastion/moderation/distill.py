@@ -1,0 +1,202 @@
+"""A smaller encoder for the embedded model: a few of MiniLM's layers, taught to reproduce its embeddings.
+
+The student starts as the teacher with only `layers` kept (the embeddings and those transformer blocks),
+then learns to give the same L2-normalised mean-pooled sentence embedding as the teacher (loss: 1 − cosine)
+on the training rows of `bastion moderation train` (test sources are never seen). The heads are then
+trained on the student's embeddings as usual. Half the layers is about half the compute per text, which is
+what the int8 graph spends its time on. The result is a transformers folder (weights stored in fp16, loaded
+as fp32) with the teacher's tokenizer files, ready to be `artifacts/embedded/encoder/`.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bastion.core.errors import ConfigError
+from bastion.core.settings import Settings
+from bastion.moderation.datasets import load_all
+from bastion.moderation.train import EmbeddingCache, TrainSpec, embed_texts, is_test_source, select_rows
+
+Progress = Callable[[str, int, int], None]
+
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "vocab.txt",
+    "sentence_bert_config.json",
+    "modules.json",
+    "config_sentence_transformers.json",
+)
+
+
+@dataclass
+class DistillSpec:
+    """Everything that decides the student (recorded in `distill.json` beside its weights)."""
+
+    layers: tuple[int, ...] = (0, 2, 4)
+    epochs: int = 2
+    batch_size: int = 32
+    learning_rate: float = 1e-4
+    warmup_fraction: float = 0.05
+    max_length: int = 128
+    max_texts: int | None = None
+
+
+def student_from(teacher_path: Path, layers: Sequence[int]) -> Any:
+    """The teacher model with only `layers` kept (0-based indices of its transformer blocks)."""
+    import torch
+    import transformers
+
+    model = transformers.AutoModel.from_pretrained(str(teacher_path), local_files_only=True)
+    blocks = model.encoder.layer
+    if not layers or any(i < 0 or i >= len(blocks) for i in layers) or len(set(layers)) != len(layers):
+        raise ConfigError(f"layers must be distinct indices in 0..{len(blocks) - 1}, got {list(layers)}")
+    model.encoder.layer = torch.nn.ModuleList([blocks[i] for i in layers])
+    model.config.num_hidden_layers = len(layers)
+    return model.float()
+
+
+def pooled(model: Any, ids: Any, mask: Any) -> Any:
+    """L2-normalised mean-pooled last hidden states (the sentence embedding MiniLM serves)."""
+    import torch
+
+    hidden = model(input_ids=ids, attention_mask=mask).last_hidden_state
+    weights = mask.unsqueeze(-1).to(hidden.dtype)
+    mean = (hidden * weights).sum(1) / weights.sum(1).clamp(min=1e-9)
+    return torch.nn.functional.normalize(mean, p=2, dim=1)
+
+
+def _batches(lengths: Sequence[int], batch_size: int, rng: random.Random) -> list[list[int]]:
+    """Batches of similar length (less padding), in random order."""
+    order = sorted(range(len(lengths)), key=lambda i: (lengths[i], rng.random()))
+    batches = [order[k : k + batch_size] for k in range(0, len(order), batch_size)]
+    rng.shuffle(batches)
+    return batches
+
+
+def distill_encoder(
+    settings: Settings,
+    output_dir: Path,
+    *,
+    spec: DistillSpec | None = None,
+    train_spec: TrainSpec | None = None,
+    seed: int = 0,
+    teacher_path: Path | None = None,
+    sources: Sequence[str] | None = None,
+    progress: Progress | None = None,
+) -> dict[str, Any]:
+    """Train a student encoder into `output_dir`; returns its record (spec, losses, timing)."""
+    import torch
+
+    from bastion.moderation.encoder import Encoder, model_fingerprint, resolve_model_path, sanitize
+
+    spec = spec or DistillSpec()
+    train_spec = train_spec or TrainSpec()
+    started = time.monotonic()
+    rng = random.Random(seed)
+    torch.manual_seed(seed)
+
+    def step(name: str, done: int, total: int) -> None:
+        if progress is not None:
+            progress(name, done, total)
+
+    teacher_dir = resolve_model_path(teacher_path)
+    teacher = Encoder(teacher_dir)
+    rows = [
+        r
+        for r in select_rows(load_all(settings.data_dir, sources).rows, train_spec, random.Random(seed))
+        if not is_test_source(r.source, train_spec)
+    ]
+    texts = sorted({r.text[: train_spec.max_train_chars] for r in rows})
+    rng.shuffle(texts)
+    if spec.max_texts is not None:
+        texts = texts[: spec.max_texts]
+    if not texts:
+        raise ConfigError(f"no training texts found under {settings.data_dir}")
+    cache = EmbeddingCache(settings.cache_dir("embeddings", teacher.fingerprint[:16]))
+    targets = torch.from_numpy(embed_texts(teacher, texts, cache, step))
+
+    windows = teacher.tokenizer.windows([sanitize(t) for t in texts])
+    first: dict[int, list[int]] = {}
+    for owner, ids_ in zip(windows.text_index.tolist(), windows.ids, strict=True):
+        first.setdefault(owner, ids_)
+    # The first window of each text, cut to max_length tokens keeping the closing [SEP].
+    encoded = [
+        first[i] if len(first[i]) <= spec.max_length else [*first[i][: spec.max_length - 1], first[i][-1]]
+        for i in range(len(texts))
+    ]
+    pad_id = teacher.tokenizer.pad_id
+    student = student_from(teacher_dir, spec.layers)
+    student.train()
+    optimizer = torch.optim.AdamW(student.parameters(), lr=spec.learning_rate, weight_decay=0.01)
+    plan = [_batches([len(e) for e in encoded], spec.batch_size, rng) for _ in range(spec.epochs)]
+    total = sum(len(p) for p in plan)
+    warmup = max(1, int(total * spec.warmup_fraction))
+
+    def schedule(i: int) -> float:
+        return min(1.0, (i + 1) / warmup) * max(0.0, (total - i) / max(1, total - warmup))
+
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+    losses: list[float] = []
+    done = 0
+    for epoch_batches in plan:
+        epoch_loss = 0.0
+        for batch in epoch_batches:
+            width = max(len(encoded[i]) for i in batch)
+            ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+            mask = torch.zeros((len(batch), width), dtype=torch.long)
+            for row, i in enumerate(batch):
+                ids[row, : len(encoded[i])] = torch.tensor(encoded[i])
+                mask[row, : len(encoded[i])] = 1
+            out = pooled(student, ids, mask)
+            loss = (1.0 - (out * targets[batch]).sum(1)).mean()
+            optimizer.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(student.parameters(), 1.0)
+            optimizer.step()
+            scheduler.step()
+            epoch_loss += loss.item() * len(batch)
+            done += 1
+            step("distill", done, total)
+        losses.append(epoch_loss / len(texts))
+
+    output_dir.mkdir(parents=True, exist_ok=True)
+    student.eval()
+    student.half().save_pretrained(str(output_dir), safe_serialization=True)
+    for name in TOKENIZER_FILES:
+        if (teacher_dir / name).is_file():
+            shutil.copy2(teacher_dir / name, output_dir / name)
+    record = {
+        "teacher": str(teacher_dir),
+        "teacher_fingerprint": model_fingerprint(str(teacher_dir)),
+        "spec": asdict(spec),
+        "seed": seed,
+        "texts": len(texts),
+        "test_sources_excluded": list(train_spec.test_sources),
+        "loss_per_epoch": [round(v, 5) for v in losses],
+        "training_seconds": round(time.monotonic() - started, 1),
+    }
+    (output_dir / "distill.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    return record
+
+
+def embedding_agreement(
+    student_dir: Path, teacher_dir: Path | None, texts: Sequence[str]
+) -> dict[str, float]:
+    """Cosine between student and teacher embeddings on `texts` (mean and 5th percentile)."""
+    from bastion.moderation.encoder import Encoder
+
+    a = Encoder(student_dir).encode(list(texts))
+    b = Encoder(teacher_dir).encode(list(texts))
+    cos = (a * b).sum(1)
+    return {"mean_cosine": float(cos.mean()), "p5_cosine": float(np.percentile(cos, 5))}
