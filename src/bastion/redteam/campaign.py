@@ -217,6 +217,21 @@ def plan(spec: CampaignSpec, settings: Settings) -> list[Unit]:
     return units
 
 
+def check(spec: CampaignSpec, settings: Settings) -> None:
+    """Fail early (ConfigError, PluginNotFound) on an unknown plugin or an invalid option."""
+    for probe in spec.with_over_refusal():
+        cls = probes.get(probe.name)
+        _validated(cls, "probe", probe.name, probe.options)
+    for converter in spec.converters:
+        _validated(converters.get(converter.name), "converter", converter.name, converter.options)
+    for scorer in spec.scorers:
+        _validated(scorers.get(scorer.name), "scorer", scorer.name, scorer.options)
+    _validated(engines.get(spec.engine.name), "engine", spec.engine.name, spec.engine.options)
+    from bastion.redteam.targets import targets
+
+    _validated(targets.get(spec.target.type), "target", spec.target.type, spec.target.options)
+
+
 class Worker:
     """Builds a campaign's target, probes, converters and scorers once, and runs units with them."""
 
@@ -338,7 +353,8 @@ class CampaignRunner:
         self.flush_s = flush_s
 
     def create(self, spec: CampaignSpec, run_id: str | None = None, created_by: str = "cli") -> str:
-        """Store a new run for `spec` and return its id."""
+        """Check every plugin and option of `spec`, store a new run for it and return its id."""
+        check(spec, self.settings)
         run_id = run_id or f"rt-{uuid.uuid4().hex[:12]}"
         with self.db.session() as s:
             if s.get(RedteamRunRow, run_id) is not None:
