@@ -136,6 +136,13 @@ def test_roles_decide_who_sees_and_does_what(api: FindingsClient) -> None:
     assert [f["id"] for f in api.get(URL, headers=api.as_(bob)).json()["data"]] == [bobs]
     assert [f["id"] for f in api.get(URL, headers=api.as_(alice)).json()["data"]] == [fid]
 
+    # A second key of Alice's account sees her findings; a key of another account does not.
+    alice_user = next(k.user_id for k in api.keys.list() if k.id == alice_id)
+    assert alice_user is not None
+    alice_again, _ = api.keys.create(Role.RED_TEAMER, "alice's new key", user_id=alice_user)
+    assert api.get(f"{URL}/{fid}", headers=api.as_(alice_again)).status_code == 200
+    assert [f["id"] for f in api.get(URL, headers=api.as_(alice_again)).json()["data"]] == [fid]
+
     # Red teamers do not triage, even their own findings.
     refused = triage(api, alice, fid, "confirmed")
     assert refused.status_code == 403

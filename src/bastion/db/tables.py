@@ -323,6 +323,7 @@ class FindingRow(Base):
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     reporter: Mapped[str] = mapped_column(String(64))
+    owner: Mapped[str] = mapped_column(String(64))
     source: Mapped[str] = mapped_column(String(16), default="human")
     category: Mapped[str] = mapped_column(String(64))
     severity: Mapped[str] = mapped_column(String(16))
@@ -337,7 +338,7 @@ class FindingRow(Base):
 
     __table_args__ = (
         Index("ix_redteam_findings_status", "status", "updated_at"),
-        Index("ix_redteam_findings_reporter", "reporter", "created_at"),
+        Index("ix_redteam_findings_owner", "owner", "created_at"),
     )
 
 

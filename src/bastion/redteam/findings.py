@@ -10,8 +10,9 @@ Every step is written to the finding's history and to the tamper-evident audit l
 A regression run (`findings_regress.py`) may also verify a confirmed finding directly: its evidence shows
 the target no longer produces the harmful output.
 
-Who may do what: a `red_teamer` submits, comments on and sees its own findings (another's is 404, as if it
-did not exist); `safety_reviewer` and `admin` see every finding and triage.
+Who may do what: a `red_teamer` submits, comments on and sees its own findings — those of its account,
+from any of its keys (another's is 404, as if it did not exist); `safety_reviewer` and `admin` see every
+finding and triage.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from bastion.core.errors import Conflict, InvalidRequest, NotFound, PermissionDe
 from bastion.core.records import Finding, FindingStatus, Message
 from bastion.core.settings import Settings
 from bastion.db.session import Database
-from bastion.db.tables import FindingCommentRow, FindingEventRow, FindingRow, utcnow
+from bastion.db.tables import ApiKey, FindingCommentRow, FindingEventRow, FindingRow, utcnow
 from bastion.privacy.audit import AuditLog
 from bastion.redteam.findings_schemas import (
     Comment,
@@ -161,8 +162,16 @@ class FindingStore:
             raise PermissionDenied(f"{what} needs one of the roles: {names}; your key is {actor.role.value}")
 
     @staticmethod
-    def _visible(actor: Principal, row: FindingRow | None, finding_id: str) -> FindingRow:
-        if row is None or (actor.role not in REVIEWERS and row.reporter != actor.key_id):
+    def _owner(session: Session, actor: Principal) -> str:
+        """Whose findings the actor's are: the account its key belongs to (any of its keys sees them),
+        or the key itself when it belongs to none (the CLI operator, auth off)."""
+        key = session.get(ApiKey, actor.key_id)
+        return key.user_id if key is not None and key.user_id else actor.key_id
+
+    def _visible(
+        self, session: Session, actor: Principal, row: FindingRow | None, finding_id: str
+    ) -> FindingRow:
+        if row is None or (actor.role not in REVIEWERS and row.owner != self._owner(session, actor)):
             raise NotFound(
                 f"no finding with id {finding_id!r}; list yours with GET /v1/redteam/findings",
                 param="finding_id",
@@ -172,7 +181,7 @@ class FindingStore:
     def _load(self, session: Session, actor: Principal, finding_id: str, *, lock: bool = False) -> FindingRow:
         self._require(actor, PARTICIPANTS, "findings")
         row = session.get(FindingRow, finding_id, with_for_update=lock)
-        return self._visible(actor, row, finding_id)
+        return self._visible(session, actor, row, finding_id)
 
     # -- audit ---------------------------------------------------------------------------------------------
 
@@ -229,13 +238,13 @@ class FindingStore:
                     f"unknown status {s!r}; expected one of: {', '.join(STATUSES)}", param="status"
                 )
         query = select(FindingRow).order_by(FindingRow.created_at.desc(), FindingRow.id).limit(limit)
-        if actor.role not in REVIEWERS:
-            query = query.where(FindingRow.reporter == actor.key_id)
         if status:
             query = query.where(FindingRow.status.in_(list(status)))
         if category:
             query = query.where(FindingRow.category == category)
         with self.db.session() as session:
+            if actor.role not in REVIEWERS:
+                query = query.where(FindingRow.owner == self._owner(session, actor))
             return [_record(row) for row in session.scalars(query)]
 
     def regression_suite(self, statuses: Sequence[str] = REGRESSION_STATUSES) -> list[Finding]:
@@ -257,6 +266,7 @@ class FindingStore:
         row = FindingRow(
             id=new_id("fnd"),
             reporter=actor.key_id,
+            owner="",
             source=source,
             category=draft.category,
             severity=draft.severity,
@@ -269,6 +279,7 @@ class FindingStore:
             updated_at=now,
         )
         with self.db.session() as session:
+            row.owner = self._owner(session, actor)
             session.add(row)
             session.flush()
             event = FindingEventRow(

@@ -19,6 +19,7 @@ def upgrade() -> None:
         "redteam_findings",
         sa.Column("id", sa.String(32), primary_key=True),
         sa.Column("reporter", sa.String(64), nullable=False),
+        sa.Column("owner", sa.String(64), nullable=False),
         sa.Column("source", sa.String(16), nullable=False),
         sa.Column("category", sa.String(64), nullable=False),
         sa.Column("severity", sa.String(16), nullable=False),
@@ -32,7 +33,7 @@ def upgrade() -> None:
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
     )
     op.create_index("ix_redteam_findings_status", "redteam_findings", ["status", "updated_at"])
-    op.create_index("ix_redteam_findings_reporter", "redteam_findings", ["reporter", "created_at"])
+    op.create_index("ix_redteam_findings_owner", "redteam_findings", ["owner", "created_at"])
     op.create_table(
         "redteam_finding_events",
         sa.Column("id", sa.Integer(), primary_key=True, autoincrement=True),
@@ -75,6 +76,6 @@ def downgrade() -> None:
     op.drop_table("redteam_finding_comments")
     op.drop_index("ix_redteam_finding_events_finding", table_name="redteam_finding_events")
     op.drop_table("redteam_finding_events")
-    op.drop_index("ix_redteam_findings_reporter", table_name="redteam_findings")
+    op.drop_index("ix_redteam_findings_owner", table_name="redteam_findings")
     op.drop_index("ix_redteam_findings_status", table_name="redteam_findings")
     op.drop_table("redteam_findings")
