@@ -141,6 +141,10 @@ class StoredMessage:
         }
 
 
+Infos = list[ConversationInfo]
+Messages = list[StoredMessage]
+
+
 class ConversationStore:
     """Create, append, list, read, delete and purge encrypted conversations."""
 
@@ -277,9 +281,10 @@ class ConversationStore:
                     )
                 ).all()
             position = {digest: i for i, digest in enumerate(digests)}
-            best = max(candidates, key=lambda c: position[c[1]], default=None)
-            if best is not None:
-                conversation_id, start = best[0], position[best[1]] + 1
+            found = [(position[head], cid) for cid, head in candidates if head is not None]
+            if found:
+                index, conversation_id = max(found)
+                start = index + 1
         if conversation_id is None:
             info = self.create(
                 owner_id, model, key_id=key_id, training_opt_out=opt_out(), temporary=temporary
@@ -303,7 +308,7 @@ class ConversationStore:
 
     # -- reading --------------------------------------------------------------------------------------
 
-    def list(self, owner_id: str) -> list[ConversationInfo]:
+    def list(self, owner_id: str) -> Infos:
         """The owner's conversations that are not deleted, newest first."""
         with self.db.session() as session:
             rows = session.scalars(
@@ -318,7 +323,7 @@ class ConversationStore:
         with self.db.session() as session:
             return _info(self._owned(session, conversation_id, owner_id))
 
-    def _decrypt(self, owner_id: str, conversation_id: str) -> list[StoredMessage]:
+    def _decrypt(self, owner_id: str, conversation_id: str) -> Messages:
         with self.db.session() as session:
             messages = session.scalars(
                 select(ConversationMessageRow)
@@ -335,7 +340,7 @@ class ConversationStore:
             for m in messages
         ]
 
-    def messages(self, conversation_id: str, owner_id: str) -> list[StoredMessage]:
+    def messages(self, conversation_id: str, owner_id: str) -> Messages:
         """The decrypted messages of one of the owner's conversations, with verdicts."""
         self.info(conversation_id, owner_id)
         return self._decrypt(owner_id, conversation_id)
@@ -343,10 +348,7 @@ class ConversationStore:
     def read(self, conversation_id: str, owner_id: str) -> Conversation:
         """The decrypted conversation; NotFound for a missing, deleted or someone else's conversation."""
         info = self.info(conversation_id, owner_id)
-        decoded = [
-            Message(role=m.role, content=m.content)  # type: ignore[arg-type]
-            for m in self._decrypt(owner_id, conversation_id)
-        ]
+        decoded = [Message(role=m.role, content=m.content) for m in self._decrypt(owner_id, conversation_id)]
         return Conversation(id=conversation_id, model=info.model, messages=decoded)
 
     def delete(self, conversation_id: str, owner_id: str, *, actor: str | None = None) -> None:
@@ -382,7 +384,7 @@ class ConversationStore:
                 raise NotFound(f"no conversation {conversation_id!r}", param="conversation_id")
             return _info(row)
 
-    def review_queue(self) -> list[ConversationInfo]:
+    def review_queue(self) -> Infos:
         """Deleted conversations still inside the retention window, oldest deletion first."""
         with self.db.session() as session:
             rows = session.scalars(
@@ -392,9 +394,7 @@ class ConversationStore:
             ).all()
             return [_info(r) for r in rows]
 
-    def review_read(
-        self, conversation_id: str, reviewer: str
-    ) -> tuple[ConversationInfo, list[StoredMessage]]:
+    def review_read(self, conversation_id: str, reviewer: str) -> tuple[ConversationInfo, Messages]:
         """A deleted conversation for a safety reviewer; the read is an audit event. Only deleted
         conversations inside the retention window are readable this way (NotFound otherwise)."""
         with self.db.session() as session:

@@ -200,16 +200,16 @@ class Privacy:
                 }
             )
         audit_out = []
-        for event in self.audit.events_for(audit_rows):
+        for audit_event in self.audit.events_for(audit_rows):
             audit_out.append(
                 {
-                    "seq": event.seq,
-                    "created_at": event.created_at.isoformat(),
-                    "actor": event.actor,
-                    "action": event.action,
-                    "target": event.target,
-                    "details": {k: v for k, v in event.details.items() if k != "personal"},
-                    "personal": self.audit.personal(event),
+                    "seq": audit_event.seq,
+                    "created_at": audit_event.created_at.isoformat(),
+                    "actor": audit_event.actor,
+                    "action": audit_event.action,
+                    "target": audit_event.target,
+                    "details": {k: v for k, v in audit_event.details.items() if k != "personal"},
+                    "personal": self.audit.personal(audit_event),
                 }
             )
         archive = {
