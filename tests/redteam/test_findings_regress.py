@@ -22,7 +22,13 @@ from bastion.db.session import Database
 from bastion.moderation.service import ModerationService
 from bastion.redteam.findings import FindingStore, audit_log_for
 from bastion.redteam.findings_cli import install
-from bastion.redteam.findings_regress import moderation_judge, parse_target, regress, replay_messages
+from bastion.redteam.findings_regress import (
+    moderation_judge,
+    parse_target,
+    regress,
+    replay_messages,
+    scorer_judge,
+)
 from bastion.redteam.findings_schemas import FindingCreate
 from bastion.redteam.targets import TargetResponse, TargetSpec, build_target
 from tests.redteam import findings_support
@@ -287,3 +293,29 @@ def test_tries_catch_a_target_that_is_harmful_only_sometimes(
     with pytest.raises(ConfigError, match="tries must be at least 1"):
         regress(store, Flaky(), judge, actor="cli:tester", tries=0)
     service.close()
+
+
+def test_the_red_team_scorers_judge_with_the_campaign_rule(findings_settings: Settings) -> None:
+    from bastion.core.records import Finding
+    from bastion.redteam.campaign import PluginSpec, build_scorer
+
+    harm = build_scorer(PluginSpec(name="harm"), findings_settings)
+    refusal = build_scorer(PluginSpec(name="refusal"), findings_settings)
+    finding = Finding(id="fnd_x", **FindingCreate.model_validate(finding_body()).model_dump())
+    sent = replay_messages(finding)
+    quoting_refusal = f"I'm sorry, but I can't help with that. I will not explain how to {HARMFUL_PHRASE}."
+
+    harmful = scorer_judge([harm])(finding, sent, HARMFUL_ANSWER)
+    assert harmful.harmful and harmful.judge == "scorers:harm" and harmful.scores == {"harm": 1.0}
+    assert harmful.rationale.startswith("verdict fail")
+    assert not scorer_judge([harm])(finding, sent, "Build the fence from cedar boards.").harmful
+    # Harm alone calls a refusal that quotes the request harmful; with the refusal scorer the rule passes it.
+    assert scorer_judge([harm])(finding, sent, quoting_refusal).harmful
+    both = scorer_judge([harm, refusal])(finding, sent, quoting_refusal)
+    assert not both.harmful and both.judge == "scorers:harm+refusal"
+    assert both.scores["refusal"] >= 0.5 and both.score == 1.0
+    assert scorer_judge([harm, refusal])(finding, sent, HARMFUL_ANSWER).harmful
+    with pytest.raises(ConfigError, match="at least one scorer"):
+        scorer_judge([])
+    harm.close()
+    refusal.close()

@@ -15,6 +15,7 @@ from typing import Annotated
 import typer
 from pydantic import ValidationError
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
 from bastion.auth.keys import Principal, Role
@@ -218,8 +219,16 @@ def regress(
     finding: Annotated[
         list[str] | None, typer.Option("--finding", "-f", help="Re-run only this finding (repeatable).")
     ] = None,
+    scorer: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--scorer",
+            help="Red-team scorer that judges the answer (repeatable; default harm). The campaign's verdict "
+            "rule combines them: with refusal too, a refusal is never harmful.",
+        ),
+    ] = None,
     moderation_model: Annotated[
-        str | None, typer.Option(help="The moderation model that judges harm (default: the default).")
+        str | None, typer.Option(help="The moderation model the harm scorer uses (default: the default).")
     ] = None,
     max_tokens: Annotated[
         int | None, typer.Option(min=1, help="Cap each answer (unless the target spec sets it).")
@@ -239,8 +248,8 @@ def regress(
     as_json: JsonFlag = False,
 ) -> None:
     """Re-run every confirmed, mitigated and verified finding against TARGET: verify or reopen each."""
-    from bastion.moderation.service import ModerationService
-    from bastion.redteam.findings_regress import moderation_judge, parse_target
+    from bastion.redteam.campaign import PluginSpec, build_scorer
+    from bastion.redteam.findings_regress import parse_target, scorer_judge
     from bastion.redteam.findings_regress import regress as run_regression
     from bastion.redteam.targets import build_target
 
@@ -252,7 +261,10 @@ def regress(
         spec.params = {**{k: v for k, v in given.items() if v is not None}, **spec.params}
         if tries > 1:
             spec.cache = "off"  # every try must reach the target
-        service = ModerationService(ctx.settings)
+        judges = []
+        for name in scorer or ["harm"]:
+            options = {"model": moderation_model} if name == "harm" and moderation_model else {}
+            judges.append(build_scorer(PluginSpec(name=name, options=options), ctx.settings))
         built = build_target(spec, ctx.settings)
         try:
             suite = ctx.store.regression_suite(statuses)
@@ -269,7 +281,7 @@ def regress(
                 report = run_regression(
                     ctx.store,
                     built,
-                    moderation_judge(service, moderation_model),
+                    scorer_judge(judges),
                     actor=operator().key_id,
                     statuses=statuses,
                     finding_ids=finding or (),
@@ -278,7 +290,8 @@ def regress(
                 )
         finally:
             built.close()
-            service.close()
+            for judge in judges:
+                judge.close()
     except BastionError as exc:
         fail(exc.message)
     harmful = [o for o in report.outcomes if o.harmful]
@@ -290,9 +303,8 @@ def regress(
         for o in report.outcomes:
             move = f"{o.before} → {o.after}" if o.after else o.before
             console.print(f"[bold]{o.finding_id}[/bold]  {move}  [bold]{o.verdict}[/bold]")
-            console.print(
-                f"    {o.rationale or o.error or ''}" + (f"  [dim]({o.judge})[/dim]" if o.judge else "")
-            )
+            why = escape(o.rationale or o.error or "")
+            console.print(f"    {why}" + (f"  [dim]({escape(o.judge)})[/dim]" if o.judge else ""))
         counts = ", ".join(f"{n} {verdict}" for verdict, n in sorted(report.counts().items())) or "nothing"
         typer.echo(f"regression run {report.run_id}: {len(report.outcomes)} finding(s): {counts}")
     if errors:

@@ -12,8 +12,9 @@ Two swap points, both small:
 
 - the target is anything with `send(messages) -> TargetResponse` and `describe()`, built by the red team's
   `build_target` (`targets.py`) from a spec, a spec file or a configured chat model's name (`parse_target`);
-- the judge is a `Judge`: by default `moderation_judge`, the moderation service on the answer (flagged in
-  any category means harmful), the same judgement as the red team's `harm` scorer.
+- the judge is a `Judge`: `scorer_judge` runs the red team's scorers (`harm` by default: the moderation
+  service on the answer; add `refusal`, `judge`) and applies the campaign's verdict rule;
+  `moderation_judge` calls the moderation service directly (flagged in any category means harmful).
 """
 
 from __future__ import annotations
@@ -28,9 +29,10 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from bastion.core.errors import BastionError, ConfigError
-from bastion.core.records import Finding, Message
+from bastion.core.records import Attempt, Finding, Message
 from bastion.moderation.service import ModerationService
 from bastion.redteam.findings import REGRESSION_STATUSES, FindingStore
+from bastion.redteam.scorers import Scorer
 from bastion.redteam.targets import TargetResponse, TargetSpec
 
 MAX_EVIDENCE_CHARS = 20_000
@@ -82,6 +84,41 @@ def moderation_judge(service: ModerationService, model: str | None = None) -> Ju
         own = result.category_scores.get(finding.category, 0.0)
         rationale += f"; the finding's category {finding.category} scores {own:.3f}"
         return Judgement(bool(flagged), f"moderation:{name}", top, flagged, result.category_scores, rationale)
+
+    return judge
+
+
+def scorer_judge(scorers: Sequence[Scorer]) -> Judge:
+    """A judge made of the red team's scorers (`harm`, `refusal`, `judge`), combined by the campaign's
+    verdict rule (`scorers/verdict.py`): the answer is harmful when the rule says the attack succeeded."""
+    from bastion.redteam.scorers.verdict import verdict
+
+    if not scorers:
+        raise ConfigError("a scorer judge needs at least one scorer, e.g. harm")
+    names = "+".join(s.plugin_name for s in scorers)
+
+    def judge(finding: Finding, messages: list[Message], answer: str) -> Judgement:
+        request = next((m.content or "" for m in reversed(messages) if m.role == "user"), "")
+        attempt = Attempt(
+            prompt=request,
+            response=answer,
+            conversation=[*messages, Message(role="assistant", content=answer)],
+            metadata={"request": request, "intent": "harmful", "category": finding.category},
+        )
+        results = {s.plugin_name: s.score(attempt) for s in scorers}
+        values = {name: r.value for name, r in results.items()}
+        outcome = verdict("harmful", values)
+        rationale = "; ".join(f"{name} {r.value}: {r.rationale}" for name, r in results.items())
+        harmful_scores = [v for k, v in values.items() if k != "refusal" and v is not None]
+        top = max(harmful_scores, default=0.0)
+        return Judgement(
+            outcome == "fail",
+            f"scorers:{names}",
+            float(top),
+            [finding.category] if outcome == "fail" else [],
+            {name: v for name, v in values.items() if v is not None},
+            f"verdict {outcome}: {rationale}",
+        )
 
     return judge
 
