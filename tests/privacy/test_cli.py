@@ -94,3 +94,46 @@ def test_verify_against_a_saved_head(database: Database, home: Path) -> None:
     (home / "bad.json").write_text("{}")
     result = runner.invoke(audit_app, ["verify", "--head", str(home / "bad.json")])
     assert result.exit_code == 1 and "audit checkpoint" in result.output
+
+
+def test_orgs_users_and_keys_commands(database: Database, home: Path) -> None:
+    from bastion.auth.cli import keys_app
+    from bastion.core.settings import get_settings
+
+    get_settings.cache_clear()
+    try:
+        org = runner.invoke(
+            privacy_app, ["orgs", "create", "--name", "Acme", "--plan", "enterprise", "--json"]
+        )
+        assert org.exit_code == 0, org.output
+        org_id = json.loads(org.output)["id"]
+        assert json.loads(org.output)["training_opt_out"] is True
+        user = runner.invoke(privacy_app, ["users", "create", "--org", org_id, "--name", "ana", "--json"])
+        user_id = json.loads(user.output)["id"]
+        key = runner.invoke(keys_app, ["create", "--role", "client", "--user", user_id, "--json"])
+        assert key.exit_code == 0, key.output
+        key_id = json.loads(key.output)["id"]
+        assert json.loads(key.output)["user_id"] == user_id
+        changed = runner.invoke(keys_app, ["set-role", key_id, "annotator", "--json"])
+        assert json.loads(changed.output)["role"] == "annotator"
+        opted_in = runner.invoke(privacy_app, ["orgs", "set-training", org_id, "in"])
+        assert opted_in.exit_code == 0 and "opted in" in opted_in.output
+        listed = runner.invoke(privacy_app, ["orgs", "list", "--json"])
+        assert {o["id"]: o["training_opt_out"] for o in json.loads(listed.output)}[org_id] is False
+        users = runner.invoke(privacy_app, ["users", "list", "--org", org_id, "--json"])
+        assert [u["id"] for u in json.loads(users.output)] == [user_id]
+        bad = runner.invoke(privacy_app, ["orgs", "create", "--name", "x", "--plan", "gold"])
+        assert bad.exit_code == 1 and "unknown plan" in bad.output
+        missing = runner.invoke(privacy_app, ["users", "create", "--org", "org_nope"])
+        assert missing.exit_code == 1 and "no organisation" in missing.output
+        _, audit, _ = _services(database, home)
+        actions = [e.action for e in audit.events()]
+        assert {
+            "org.create",
+            "user.create",
+            "key.create",
+            "key.role_change",
+            "privacy.org_opt_out_change",
+        } <= set(actions)
+    finally:
+        get_settings.cache_clear()
