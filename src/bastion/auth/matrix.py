@@ -65,11 +65,13 @@ MATRIX: dict[tuple[str, str], Access] = {
     ("PUT", "/v1/organizations/{org_id}/training-opt-out"): ADMIN,
     ("GET", "/v1/users"): ADMIN,
     ("POST", "/v1/users"): ADMIN,
+    ("DELETE", "/v1/users/{user_id}"): ADMIN,
     # -- privacy: the caller's own data (another user's conversation is a 404) --------------------------
     ("GET", "/v1/conversations"): ANY,
     ("GET", "/v1/conversations/{conversation_id}"): ANY,
     ("DELETE", "/v1/conversations/{conversation_id}"): ANY,
     ("GET", "/v1/me"): ANY,
+    ("DELETE", "/v1/me"): ANY,
     ("GET", "/v1/me/export"): ANY,
     ("GET", "/v1/me/training-opt-out"): ANY,
     ("PUT", "/v1/me/training-opt-out"): ANY,

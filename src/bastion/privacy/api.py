@@ -13,6 +13,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request
 
 from bastion.auth.matrix import Caller
+from bastion.core.errors import InvalidRequest, NotFound
 from bastion.privacy.conversations import ConversationInfo, StoredMessage
 from bastion.privacy.schemas import (
     ConversationDeleted,
@@ -28,6 +29,7 @@ from bastion.privacy.schemas import (
     ReviewItem,
     ReviewList,
     UserCreate,
+    UserDeleted,
     UserOut,
 )
 from bastion.privacy.service import Privacy
@@ -127,6 +129,21 @@ def export_me(request: Request, caller: Caller, user: EndUser = None) -> dict[st
     return privacy.export_user(owner, actor=caller.key_id)
 
 
+@router.delete("/v1/me", response_model=UserDeleted)
+def delete_end_user(request: Request, caller: Caller, user: EndUser = None) -> UserDeleted:
+    """Erase an end user of your key (`?user=ID`) now: conversations, data key (crypto-shredding) and
+    record. Accounts are erased by an admin (`DELETE /v1/users/{id}`)."""
+    if not user:
+        raise InvalidRequest(
+            "name the end user to erase with ?user=ID; an account is erased by an admin with "
+            "DELETE /v1/users/{user_id}",
+            param="user",
+        )
+    privacy = privacy_of(request)
+    owner = privacy.require_owner(caller, user)
+    return UserDeleted(**privacy.delete_user(owner, actor=caller.key_id))
+
+
 @router.get("/v1/me/training-opt-out", response_model=OptOut)
 def get_opt_out(request: Request, caller: Caller, user: EndUser = None) -> OptOut:
     """Your training opt-out: your own flag, your organisation's and the one in force."""
@@ -223,6 +240,17 @@ def create_user(body: UserCreate, request: Request, caller: Caller) -> UserOut:
     info = privacy.accounts.create_user(body.org_id, body.name)
     privacy.audit.append(caller.key_id, "user.create", info.id, details={"org_id": info.org_id})
     return UserOut(**_user(info))
+
+
+@router.delete("/v1/users/{user_id}", response_model=UserDeleted)
+def delete_user(user_id: str, request: Request, caller: Caller) -> UserDeleted:
+    """Erase an account and its end users now: conversations everywhere, keys revoked, data keys
+    destroyed (crypto-shredding), records removed."""
+    privacy = privacy_of(request)
+    info = privacy.accounts.user(user_id)
+    if info.parent_id is not None:
+        raise NotFound(f"no account {user_id!r}", param="user_id")
+    return UserDeleted(**privacy.delete_user(user_id, actor=caller.key_id))
 
 
 def _user(info: Any) -> dict[str, Any]:

@@ -301,3 +301,26 @@ def rotate_key(
         return
     typer.echo(f"re-wrapped {count} data keys. Set BASTION_PRIVACY__MASTER_KEY to the new key now:")
     typer.echo(encode_key(key))
+
+
+@privacy_app.command("delete-user")
+def delete_user_command(
+    user_id: Annotated[str, typer.Argument(help="The user's id (`bastion privacy users list`).")],
+    yes: Annotated[bool, typer.Option("--yes", help="Confirm: this cannot be undone.")] = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """Erase a user and its end users now: conversations everywhere, keys revoked, data keys destroyed
+    (crypto-shredding), records removed."""
+    if not yes:
+        fail("erasing a user cannot be undone; add --yes to confirm")
+    try:
+        summary = _context().privacy.delete_user(user_id, actor="cli")
+    except BastionError as exc:
+        fail(exc.message)
+    if as_json:
+        print_json(summary)
+        return
+    typer.echo(
+        f"erased {user_id}: {summary['conversations']} conversations, {summary['end_users']} end users, "
+        f"{summary['keys_revoked']} keys revoked, {summary['data_keys_shredded']} data keys shredded"
+    )

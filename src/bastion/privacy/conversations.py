@@ -427,11 +427,15 @@ class ConversationStore:
             and_(ConversationRow.deleted_at.is_not(None), ConversationRow.deleted_at <= deleted_before),
             and_(ConversationRow.temporary.is_(True), ConversationRow.updated_at <= temporary_before),
         )
+        return self.remove(due, now, reason="retention")
+
+    def remove(self, where: Any, now: datetime, *, reason: str) -> PurgeReport:
+        """Remove the conversations matching `where` everywhere, now (the purge, and user deletion)."""
         messages = usage_refs = export_items = derived = 0
         invalidated: dict[str, int] = {}
         files: list[tuple[str, str]] = []
         with self.db.session() as session:
-            ids = list(session.scalars(select(ConversationRow.id).where(due)))
+            ids = list(session.scalars(select(ConversationRow.id).where(where)))
             for chunk in _chunks(ids):
                 result = session.execute(
                     delete(ConversationMessageRow).where(ConversationMessageRow.conversation_id.in_(chunk))
@@ -493,6 +497,7 @@ class ConversationStore:
                     "exports_invalidated": report.exports_invalidated,
                     "derived": derived,
                     "now": now.isoformat(),
+                    "reason": reason,
                 },
             )
         return report

@@ -139,3 +139,15 @@ class UserOut(BaseModel):
     name: str
     training_opt_out: bool
     created_at: datetime
+
+
+class UserDeleted(BaseModel):
+    """A user erased: what went with it."""
+
+    id: str
+    object: Literal["user.deleted"] = "user.deleted"
+    deleted: bool = True
+    conversations: int
+    end_users: int
+    keys_revoked: int
+    data_keys_shredded: int

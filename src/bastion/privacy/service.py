@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import delete, select, update
 
-from bastion.auth.keys import KeyInfo, Principal
+from bastion.auth.keys import KeyInfo, KeyStore, Principal
 from bastion.core.errors import NotFound
 from bastion.core.settings import Settings
 from bastion.db.accounts import Accounts
@@ -25,6 +25,7 @@ from bastion.db.tables import (
     ConversationRow,
     TrainingExportItemRow,
     UsageEvent,
+    User,
     utcnow,
 )
 from bastion.privacy.audit import AuditLog, load_signing_key
@@ -240,6 +241,37 @@ class Privacy:
             subject=user_id,
         )
         return archive
+
+    # -- erasure --------------------------------------------------------------------------------------
+
+    def delete_user(self, user_id: str, *, actor: str) -> dict[str, Any]:
+        """Erase a user and its end users now: their conversations everywhere (as the purge does), their
+        keys revoked, their data keys destroyed (crypto-shredding: personal fields of their audit events
+        become unreadable, the tree stays verifiable), their user rows removed. An audit event."""
+        self.accounts.user(user_id)  # NotFound first
+        with self.db.session() as session:
+            end_users = list(session.scalars(select(User.id).where(User.parent_id == user_id)))
+            key_ids = list(session.scalars(select(ApiKey.id).where(ApiKey.user_id == user_id)))
+        everyone = [user_id, *end_users]
+        report = self.store.remove(
+            ConversationRow.owner_id.in_(everyone), self.clock(), reason="user_deleted"
+        )
+        keys = KeyStore(self.db, self.audit)
+        for key_id in key_ids:
+            keys.revoke(key_id, actor=actor)
+        shredded = sum(self.keyring.shred(uid) for uid in everyone)
+        with self.db.session() as session:
+            session.execute(update(ApiKey).where(ApiKey.user_id == user_id).values(user_id=None))
+            session.execute(delete(User).where(User.parent_id == user_id))
+            session.execute(delete(User).where(User.id == user_id))
+        summary = {
+            "conversations": report.conversations,
+            "end_users": len(end_users),
+            "keys_revoked": len(key_ids),
+            "data_keys_shredded": shredded,
+        }
+        self.audit.append(actor, "user.delete", pseudonym("user", user_id), details=summary)
+        return {"id": user_id, "deleted": True, **summary}
 
     # -- retention ------------------------------------------------------------------------------------
 
