@@ -167,7 +167,7 @@ def list_runs(
     _, db = _context()
     with db.session() as s:
         rows = list(s.scalars(select(RedteamRunRow).order_by(RedteamRunRow.created_at.desc()).limit(limit)))
-    data = [
+    data: list[dict[str, Any]] = [
         {
             "id": r.id,
             "name": r.name,
@@ -282,7 +282,7 @@ def plugins(json_output: JsonFlag = False) -> None:
     def doc(cls: Any) -> str:
         return (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
 
-    data = {
+    data: dict[str, list[dict[str, Any]]] = {
         "probes": [
             {"name": n, "description": doc(c), "tags": c.all_tags(), "goal": c.goal}
             for n, c in probes.items()
