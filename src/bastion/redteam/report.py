@@ -184,6 +184,7 @@ def _bar_chart(title: str, groups: dict[str, dict[str, Any]], metric: str) -> st
     if not entries:
         return ""
     label_w, bar_w, row_h = 180, 360, 22
+    colour = "#2c6fbb" if metric == "over_refusal" else "#c0392b"
     height = row_h * len(entries) + 30
     parts = [
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{label_w + bar_w + 90}" height="{height}" '
@@ -195,7 +196,8 @@ def _bar_chart(title: str, groups: dict[str, dict[str, Any]], metric: str) -> st
         width = bar_w * (rate["rate"] or 0.0)
         low, high = rate["ci95"]
         parts.append(f'<text x="0" y="{y + 14}" font-size="12">{html.escape(name[:26])}</text>')
-        parts.append(f'<rect x="{label_w}" y="{y + 3}" width="{width:.1f}" height="14" fill="#c0392b"/>')
+        parts.append(f'<rect x="{label_w}" y="{y + 3}" width="{bar_w}" height="14" fill="#eee"/>')
+        parts.append(f'<rect x="{label_w}" y="{y + 3}" width="{width:.1f}" height="14" fill="{colour}"/>')
         parts.append(
             f'<line x1="{label_w + bar_w * low:.1f}" x2="{label_w + bar_w * high:.1f}" y1="{y + 10}" '
             f'y2="{y + 10}" stroke="#222" stroke-width="1.5"/>'
