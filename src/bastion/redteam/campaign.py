@@ -188,8 +188,12 @@ def build_engine(spec: PluginSpec) -> Engine:
     return cls(_validated(cls, "engine", spec.name, spec.options))
 
 
-def plan(spec: CampaignSpec, settings: Settings) -> list[Unit]:
-    """Every attempt of the campaign, in a fixed order with fixed keys (the same for the same spec)."""
+def plan(spec: CampaignSpec, settings: Settings, data_hashes: dict[str, str] | None = None) -> list[Unit]:
+    """Every attempt of the campaign, in a fixed order with fixed keys (the same for the same spec).
+
+    `data_hashes`, when given, receives per probe the sha256 of every item it loaded (before sampling):
+    the data a replay must find to give the same plan.
+    """
     converter_names = ["identity", *[c.name for c in spec.converters if c.name != "identity"]]
     for name in converter_names:
         converters.get(name)
@@ -198,6 +202,11 @@ def plan(spec: CampaignSpec, settings: Settings) -> list[Unit]:
     for probe_spec in spec.with_over_refusal():
         probe = build_probe(probe_spec, settings)
         items = probe.load()
+        if data_hashes is not None:
+            digest = hashlib.sha256()
+            for entry in items:
+                digest.update(f"{entry.id}\x1f{entry.text}\x1e".encode())
+            data_hashes[probe_spec.name] = digest.hexdigest()
         n = spec.samples if probe_spec.samples is None else probe_spec.samples
         if n and n < len(items):
             rng = random.Random(f"{spec.seed}:{probe_spec.name}")
@@ -427,7 +436,8 @@ class CampaignRunner:
         from bastion.redteam.report import summarize
 
         spec = self.spec_of(run_id)
-        units = plan(spec, self.settings)
+        data_hashes: dict[str, str] = {}
+        units = plan(spec, self.settings, data_hashes)
         done = self.done_keys(run_id)
         todo = [u for u in units if u.key not in done]
         if limit is not None:
@@ -466,7 +476,12 @@ class CampaignRunner:
                 worker.close()
             finished = datetime.now(UTC) if status == "completed" else None
             self._set(run_id, status=status, completed=completed, finished_at=finished)
-            summary = summarize(self.db, run_id, replay=worker.describe() if worker else None)
+            if worker is not None:
+                replay = worker.describe()
+            else:  # remote engines: the plugins ran elsewhere; their specs as written
+                replay = {"target": spec.target.model_dump(mode="json"), "engine": spec.engine.name}
+            replay["data_sha256"] = data_hashes
+            summary = summarize(self.db, run_id, replay=replay)
             self._set(run_id, summary=summary)
         return summary
 
