@@ -66,6 +66,8 @@ def test_plan_is_deterministic_and_adds_over_refusal(make_settings: Callable[...
     # harmful items × (identity + base64); benign items plain only
     assert len(first) == 3 * 2 + 2 * 2 + 3
     assert {u.converter for u in first if u.probe == "xstest"} == {"identity"}
+    only = parse_campaign(campaign(converters=[{"name": "base64", "probes": ["giskard_injection"]}]))
+    assert {u.probe for u in plan(only, settings) if u.converter == "base64"} == {"giskard_injection"}
     other_seed = plan(parse_campaign(campaign(seed=6)), settings)
     assert {u.key for u in other_seed} != {u.key for u in first}
 

@@ -86,6 +86,14 @@ class ProbeSpec(PluginSpec):
     samples: int | None = Field(None, ge=0, description="Items drawn (0: all); default the campaign's.")
 
 
+class ConverterSpec(PluginSpec):
+    """A converter, and the probes it applies to."""
+
+    probes: list[str] | None = Field(
+        None, description="Apply only to these probes (default: every harmful probe)."
+    )
+
+
 class EngineSpec(PluginSpec):
     """The engine that runs attempts."""
 
@@ -100,7 +108,7 @@ class CampaignSpec(Strict):
     samples: int = Field(10, ge=0, description="Items drawn per probe by default (0: all).")
     target: TargetSpec
     probes: list[ProbeSpec] = Field(min_length=1)
-    converters: list[PluginSpec] = Field(default_factory=list)
+    converters: list[ConverterSpec] = Field(default_factory=list)
     scorers: list[PluginSpec] = Field(default_factory=lambda: [PluginSpec(name="refusal")])
     over_refusal_probe: str | None = Field(
         "xstest", description="Benign probe run beside harmful ones (None: none)."
@@ -194,9 +202,8 @@ def plan(spec: CampaignSpec, settings: Settings, data_hashes: dict[str, str] | N
     `data_hashes`, when given, receives per probe the sha256 of every item it loaded (before sampling):
     the data a replay must find to give the same plan.
     """
-    converter_names = ["identity", *[c.name for c in spec.converters if c.name != "identity"]]
-    for name in converter_names:
-        converters.get(name)
+    for converter_spec in spec.converters:
+        converters.get(converter_spec.name)
     units: list[Unit] = []
     seen: set[str] = set()
     for probe_spec in spec.with_over_refusal():
@@ -212,7 +219,13 @@ def plan(spec: CampaignSpec, settings: Settings, data_hashes: dict[str, str] | N
             rng = random.Random(f"{spec.seed}:{probe_spec.name}")
             chosen = sorted(rng.sample(range(len(items)), n))
             items = [items[i] for i in chosen]
-        names = converter_names if probe.intent == "harmful" else ["identity"]
+        names = ["identity"]
+        if probe.intent == "harmful":
+            names += [
+                c.name
+                for c in spec.converters
+                if c.name != "identity" and (c.probes is None or probe_spec.name in c.probes)
+            ]
         for item in items:
             for converter in names:
                 raw = f"{probe_spec.name}|{converter}|{item.id}"
@@ -233,6 +246,8 @@ def check(spec: CampaignSpec, settings: Settings) -> None:
         _validated(cls, "probe", probe.name, probe.options)
     for converter in spec.converters:
         _validated(converters.get(converter.name), "converter", converter.name, converter.options)
+        for name in converter.probes or []:
+            probes.get(name)
     for scorer in spec.scorers:
         _validated(scorers.get(scorer.name), "scorer", scorer.name, scorer.options)
     _validated(engines.get(spec.engine.name), "engine", spec.engine.name, spec.engine.options)
