@@ -56,12 +56,13 @@ def list_keys(
     if as_json:
         print_json([asdict(k) for k in keys])
         return
-    table = Table("id", "name", "role", "prefix", "created", "last used", "revoked")
+    table = Table("id", "name", "role", "user", "prefix", "created", "last used", "revoked")
     for k in keys:
         table.add_row(
             k.id,
             k.name,
             k.role.value,
+            k.user_id or "-",
             k.prefix + "…",
             f"{k.created_at:%Y-%m-%d %H:%M}",
             f"{k.last_used_at:%Y-%m-%d %H:%M}" if k.last_used_at else "-",
