@@ -49,6 +49,14 @@ def test_store_false_is_a_temporary_chat_never_for_training(api: PrivacyClient) 
     (listed,) = api.get("/v1/conversations", headers=api.as_(secret)).json()["data"]
     assert listed["temporary"] is True and listed["training_opt_out"] is True
     assert listed["purge_at"].startswith("2026-12-01T12:00")  # 30 days after its last message
+    path = f"/v1/conversations/{listed['id']}"
+    api.clock.advance(days=30, seconds=-1)
+    assert api.get(path, headers=api.as_(secret)).status_code == 200
+    api.clock.advance(seconds=1)  # gone for its owner at once, even before the purge runs
+    assert api.get(path, headers=api.as_(secret)).status_code == 404
+    assert api.get("/v1/conversations", headers=api.as_(secret)).json()["data"] == []
+    api.chat(secret, "do not keep this", store=False)  # does not continue the expired one
+    assert len(api.get("/v1/conversations", headers=api.as_(secret)).json()["data"]) == 1
 
 
 def test_store_is_not_forwarded_upstream(api: PrivacyClient) -> None:

@@ -163,9 +163,22 @@ class ConversationStore:
         self.audit = audit
         self.clock = clock
 
+    def _live(self) -> Any:
+        """Not deleted, and not a temporary chat past its window (gone at once, before the purge runs)."""
+        cutoff = self.clock() - timedelta(days=self.settings.temporary_days)
+        return and_(
+            ConversationRow.deleted_at.is_(None),
+            or_(ConversationRow.temporary.is_(False), ConversationRow.updated_at > cutoff),
+        )
+
     def _owned(self, session: Any, conversation_id: str, owner_id: str) -> ConversationRow:
         row = session.get(ConversationRow, conversation_id)
-        if row is None or row.owner_id != owner_id or row.deleted_at is not None:
+        expired = (
+            row is not None
+            and row.temporary
+            and row.updated_at <= self.clock() - timedelta(days=self.settings.temporary_days)
+        )
+        if row is None or row.owner_id != owner_id or row.deleted_at is not None or expired:
             # Another owner's conversation reads exactly like a missing one.
             raise NotFound(f"no conversation {conversation_id!r}", param="conversation_id")
         return row
@@ -275,7 +288,7 @@ class ConversationStore:
                 candidates = session.execute(
                     select(ConversationRow.id, ConversationRow.head_digest).where(
                         ConversationRow.owner_id == owner_id,
-                        ConversationRow.deleted_at.is_(None),
+                        self._live(),
                         ConversationRow.temporary.is_(temporary),
                         ConversationRow.head_digest.in_(digests),
                     )
@@ -313,7 +326,7 @@ class ConversationStore:
         with self.db.session() as session:
             rows = session.scalars(
                 select(ConversationRow)
-                .where(ConversationRow.owner_id == owner_id, ConversationRow.deleted_at.is_(None))
+                .where(ConversationRow.owner_id == owner_id, self._live())
                 .order_by(ConversationRow.updated_at.desc())
             ).all()
             return [_info(r) for r in rows]
