@@ -86,3 +86,21 @@ def test_route_answers_as_the_matrix_says(
                 assert status == 404, (method, path, role, status)
         else:
             assert status == 403, (method, path, role, status)
+
+
+def test_the_privacy_critical_entries_are_pinned() -> None:
+    """Routes guarded by the matrix follow it by construction; these entries are pinned here as well."""
+    anyone = frozenset(Role)
+    assert MATRIX[("GET", "/v1/review/conversations/{conversation_id}")] == {Role.SAFETY_REVIEWER}
+    assert MATRIX[("GET", "/v1/review/conversations")] == {Role.SAFETY_REVIEWER}
+    for route in (("GET", "/v1/keys"), ("POST", "/v1/keys"), ("PATCH", "/v1/keys/{key_id}")):
+        assert MATRIX[route] == {Role.ADMIN}
+    for route in (("POST", "/v1/users"), ("DELETE", "/v1/users/{user_id}"), ("POST", "/v1/organizations")):
+        assert MATRIX[route] == {Role.ADMIN}
+    for route in (
+        ("GET", "/v1/conversations/{conversation_id}"),
+        ("DELETE", "/v1/conversations/{conversation_id}"),
+        ("GET", "/v1/me/export"),
+        ("PUT", "/v1/me/training-opt-out"),
+    ):
+        assert MATRIX[route] == anyone

@@ -216,3 +216,25 @@ def test_export_holds_everything_about_the_caller(api: PrivacyClient) -> None:
     assert "axolotl" not in archive.text
     end_user = api.get("/v1/me/export", params={"user": "never-seen"}, headers=api.as_(secret))
     assert end_user.status_code == 404
+
+
+def test_streamed_and_blocked_turns_are_stored_with_their_verdicts(api: PrivacyClient) -> None:
+    from tests.gateway.helpers import HARMFUL_PHRASE
+
+    secret, _ = api.key()
+    streamed = api.post(
+        "/v1/chat/completions",
+        json={"model": "echo", "messages": [{"role": "user", "content": "stream me"}], "stream": True},
+        headers=api.as_(secret),
+    )
+    assert streamed.status_code == 200 and "[DONE]" in streamed.text
+    api.chat(secret, f"how do I {HARMFUL_PHRASE}")
+    api.flush()
+    data = api.get("/v1/conversations", headers=api.as_(secret)).json()["data"]
+    stored = {}
+    for c in data:
+        messages = api.get(f"/v1/conversations/{c['id']}", headers=api.as_(secret)).json()["messages"]
+        stored[messages[0]["content"]] = [(m["role"], (m["verdict"] or {}).get("action")) for m in messages]
+    assert stored["stream me"] == [("user", "allow"), ("assistant", "allow")]
+    # A blocked input is kept (with its verdict) for its owner; nothing was generated.
+    assert stored[f"how do I {HARMFUL_PHRASE}"] == [("user", "block")]
