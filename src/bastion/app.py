@@ -48,6 +48,7 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         db.upgrade()
+        privacy.record_policies()
         if settings.moderation.preload:
             app.state.moderation.model()
         if settings.llm.preload:

@@ -114,3 +114,27 @@ def test_tampering_with_an_audit_event_in_the_table_is_named(api: PrivacyClient,
         session.execute(update(AuditEventRow).where(AuditEventRow.seq == seq).values(actor="someone-else"))
     report = api.privacy.audit.verify()
     assert not report.ok and report.kind == "edited" and report.seq == seq
+
+
+def test_policy_changes_are_audited_when_the_server_starts(make_settings, database: Database) -> None:  # type: ignore[no-untyped-def]
+    from fastapi.testclient import TestClient
+
+    from bastion.app import create_app
+    from tests.gateway.helpers import ECHO_MODELS, TEST_MODERATION
+
+    def start(gateway: dict[str, object]) -> list[dict[str, object]]:
+        settings = make_settings(
+            moderation=TEST_MODERATION, llm=ECHO_MODELS, gateway=gateway, privacy={"purge_interval_s": 0}
+        )
+        app = create_app(settings, database=database)
+        with TestClient(app):
+            pass
+        return [e.details for e in app.state.privacy.audit.events() if e.action == "policy.change"]
+
+    first = start({})
+    assert len(first) == 1 and first[0]["previous"] is None
+    assert len(start({})) == 1  # unchanged: nothing new
+    strict = {"policies": {"strict": {"refusal": "No."}}, "role_policies": {"client": "strict"}}
+    changed = start(strict)
+    assert len(changed) == 2 and changed[1]["previous"] == first[0]["sha256"]
+    assert changed[1]["gateway_policies"] == ["default", "strict"]

@@ -7,6 +7,8 @@ of that key's account named by `user`. Everything the API serves about "me" goes
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -241,6 +243,44 @@ class Privacy:
             subject=user_id,
         )
         return archive
+
+    # -- policy changes -------------------------------------------------------------------------------
+
+    def record_policies(self, *, actor: str = "system") -> bool:
+        """Audit a change of the moderation and gateway policies in force (checked when the server
+        starts: policies are configuration). True when they differ from the last recorded ones."""
+        gateway = self.settings.gateway
+        policies = {
+            "moderation": self.settings.moderation.model_dump(
+                mode="json", include={"policies", "default_model"}
+            ),
+            "gateway": gateway.model_dump(
+                mode="json", include={"policies", "default_policy", "role_policies", "key_policies"}
+            ),
+        }
+        digest = hashlib.sha256(json.dumps(policies, sort_keys=True).encode()).hexdigest()
+        with self.db.session() as session:
+            last = session.scalars(
+                select(AuditEventRow)
+                .where(AuditEventRow.action == "policy.change")
+                .order_by(AuditEventRow.seq.desc())
+                .limit(1)
+            ).first()
+            previous = last.details.get("sha256") if last is not None else None
+        if previous == digest:
+            return False
+        self.audit.append(
+            actor,
+            "policy.change",
+            "policies",
+            details={
+                "sha256": digest,
+                "previous": previous,
+                "gateway_policies": sorted(gateway.policies),
+                "moderation_policies": sorted(self.settings.moderation.policies),
+            },
+        )
+        return True
 
     # -- erasure --------------------------------------------------------------------------------------
 
