@@ -28,7 +28,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import and_, delete, or_, select, update
+from sqlalchemy import and_, delete, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from bastion.core.errors import InvalidRequest, NotFound
@@ -44,7 +44,7 @@ from bastion.db.tables import (
     utcnow,
 )
 from bastion.privacy.audit import AuditLog
-from bastion.privacy.crypto import KeyRing, mac_hex, seal
+from bastion.privacy.crypto import KeyRing, derive_mac_key, mac_hex, seal
 from bastion.privacy.settings import PrivacySettings
 
 logger = logging.getLogger("bastion.privacy.conversations")
@@ -193,8 +193,21 @@ class ConversationStore:
         temporary: bool = False,
     ) -> ConversationInfo:
         """Start a conversation; the opt-out flag in force now is snapshotted onto it."""
-        now = self.clock()
-        row = ConversationRow(
+        row = self._new_row(owner_id, model, self.clock(), key_id, training_opt_out, temporary)
+        with self.db.session() as session:
+            session.add(row)
+        return _info(row)
+
+    @staticmethod
+    def _new_row(
+        owner_id: str,
+        model: str,
+        now: datetime,
+        key_id: str | None,
+        training_opt_out: bool,
+        temporary: bool,
+    ) -> ConversationRow:
+        return ConversationRow(
             id="conv_" + secrets.token_hex(12),
             owner_id=owner_id,
             key_id=key_id,
@@ -204,9 +217,6 @@ class ConversationStore:
             training_opt_out=training_opt_out or temporary,
             temporary=temporary,
         )
-        with self.db.session() as session:
-            session.add(row)
-        return _info(row)
 
     def append(
         self,
@@ -252,15 +262,12 @@ class ConversationStore:
 
     # -- the gateway's exchanges ----------------------------------------------------------------------
 
-    def _digests(self, owner_id: str, turns: Sequence[tuple[str, str]]) -> list[str]:
-        """HMAC chain over (role, content): entry i covers turns[: i + 1]."""
+    @staticmethod
+    def _chain(mac_key: bytes, turns: Sequence[tuple[str, str]], previous: str = "") -> list[str]:
+        """HMAC chain over (role, content), continuing from `previous`: entry i covers turns[: i + 1]."""
         digests: list[str] = []
-        if not turns:
-            return digests
-        key = self.keyring.mac_key(owner_id)
-        previous = ""
         for role, content in turns:
-            previous = mac_hex(key, f"{previous}\x00{role}\x00{content}")
+            previous = mac_hex(mac_key, f"{previous}\x00{role}\x00{content}")
             digests.append(previous)
         return digests
 
@@ -279,45 +286,103 @@ class ConversationStore:
         request_id: str | None = None,
     ) -> str:
         """Store one request's messages and answers: continue the conversation whose stored messages are
-        a prefix of `turns`, else start one (snapshotting `opt_out()`). Returns the conversation id."""
-        digests = self._digests(owner_id, turns)
-        conversation_id: str | None = None
-        start = 0
+        a prefix of `turns`, else start one (snapshotting `opt_out()`). Returns the conversation id.
+        One transaction (see `store_exchange`)."""
+        data_key = self.keyring.data_key(owner_id, create=True)
+        with self.db.session() as session:
+            return self.store_exchange(
+                session,
+                owner_id,
+                data_key,
+                model,
+                turns,
+                answers,
+                key_id=key_id,
+                temporary=temporary,
+                opt_out=opt_out,
+                input_verdict=input_verdict,
+                output_verdict=output_verdict,
+                request_id=request_id,
+            )
+
+    def store_exchange(
+        self,
+        session: Session,
+        owner_id: str,
+        data_key: bytes,
+        model: str,
+        turns: Sequence[tuple[str, str]],
+        answers: Sequence[str],
+        *,
+        key_id: str | None = None,
+        temporary: bool = False,
+        opt_out: Callable[[], bool] = lambda: False,
+        input_verdict: dict[str, Any] | None = None,
+        output_verdict: dict[str, Any] | None = None,
+        request_id: str | None = None,
+    ) -> str:
+        """`record_exchange` inside the caller's transaction, with the owner's data key already fetched
+        (the gateway's sink stores a batch of exchanges in one transaction this way)."""
+        mac_key = derive_mac_key(data_key)
+        digests = self._chain(mac_key, turns)
+        now = self.clock()
+        row: ConversationRow | None = None
+        start = count = 0
         if digests:
-            with self.db.session() as session:
-                candidates = session.execute(
-                    select(ConversationRow.id, ConversationRow.head_digest).where(
-                        ConversationRow.owner_id == owner_id,
-                        self._live(),
-                        ConversationRow.temporary.is_(temporary),
-                        ConversationRow.head_digest.in_(digests),
-                    )
-                ).all()
+            candidates = session.execute(
+                select(ConversationRow.id, ConversationRow.head_digest).where(
+                    ConversationRow.owner_id == owner_id,
+                    self._live(),
+                    ConversationRow.temporary.is_(temporary),
+                    ConversationRow.head_digest.in_(digests),
+                )
+            ).all()
             position = {digest: i for i, digest in enumerate(digests)}
             found = [(position[head], cid) for cid, head in candidates if head is not None]
             if found:
                 index, conversation_id = max(found)
-                start = index + 1
-        if conversation_id is None:
-            info = self.create(
-                owner_id, model, key_id=key_id, training_opt_out=opt_out(), temporary=temporary
+                row = session.get(ConversationRow, conversation_id)
+                if row is not None:
+                    start = index + 1
+                    count = (
+                        session.scalar(
+                            select(func.count())
+                            .select_from(ConversationMessageRow)
+                            .where(ConversationMessageRow.conversation_id == conversation_id)
+                        )
+                        or 0
+                    )
+        if row is None:
+            row = self._new_row(owner_id, model, now, key_id, opt_out(), temporary)
+            session.add(row)
+            session.flush()  # the messages refer to it
+        new = [
+            (role, content, input_verdict if role != "assistant" else None) for role, content in turns[start:]
+        ]
+        new += [("assistant", answer, output_verdict) for answer in answers]
+        for offset, (role, content, verdict) in enumerate(new):
+            if role not in ROLES:
+                raise InvalidRequest(f"unknown message role {role!r}; expected one of {', '.join(ROLES)}")
+            message_id = "msg_" + secrets.token_hex(12)
+            nonce, ciphertext = seal(data_key, content.encode(), f"message:{message_id}")
+            session.add(
+                ConversationMessageRow(
+                    id=message_id,
+                    conversation_id=row.id,
+                    position=count + offset,
+                    role=role,
+                    ciphertext=ciphertext,
+                    nonce=nonce,
+                    verdict=verdict_summary(verdict),
+                    created_at=now,
+                    request_id=request_id,
+                )
             )
-            conversation_id = info.id
-        stored = list(turns)
-        for role, content in turns[start:]:
-            verdict = input_verdict if role != "assistant" else None
-            self.append(conversation_id, owner_id, role, content, verdict=verdict, request_id=request_id)
-        for answer in answers:
-            self.append(
-                conversation_id, owner_id, "assistant", answer, verdict=output_verdict, request_id=request_id
-            )
-            stored.append(("assistant", answer))
-        head = self._digests(owner_id, stored)[-1] if stored else None
-        with self.db.session() as session:
-            row = session.get(ConversationRow, conversation_id)
-            if row is not None:
-                row.head_digest = head
-        return conversation_id
+        heads = self._chain(mac_key, [("assistant", a) for a in answers], digests[-1] if digests else "")
+        if new:
+            row.updated_at = now
+        row.head_digest = heads[-1] if heads else (digests[-1] if digests else None)
+        return row.id
 
     # -- reading --------------------------------------------------------------------------------------
 
@@ -557,7 +622,9 @@ class StoringSink:
         *,
         usage_flush: Callable[[], None] | None = None,
         background: bool = True,
+        max_batch: int = 64,
     ) -> None:
+        self.max_batch = max_batch
         self.store = store
         self.accounts = accounts
         self.usage_flush = usage_flush
@@ -593,45 +660,101 @@ class StoringSink:
 
     def _run(self) -> None:
         while True:
-            exchange = self._queue.get()
+            batch = [self._queue.get()]
+            while len(batch) < self.max_batch and batch[-1] is not None:
+                try:
+                    batch.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
             try:
-                if exchange is None:
-                    return
-                self._store(exchange)
+                exchanges = [e for e in batch if e is not None]
+                if exchanges:
+                    self._store_many(exchanges)
             finally:
-                self._queue.task_done()
+                for _ in batch:
+                    self._queue.task_done()
+            if batch[-1] is None:
+                return
 
     def _store(self, exchange: Any) -> None:
         """Store the exchange encrypted; failures are logged, never raised into the request."""
-        try:
-            owner = self.owner_for(exchange.key_id, exchange.user)
-            assert owner is not None
-            turns = [(m.role, m.content) for m in exchange.messages if m.content]
-            answers = [a for a in exchange.answers if a]
-            if not turns and not answers:
-                return
-            conversation_id = self.store.record_exchange(
+        self._store_many([exchange])
+
+    def _store_many(self, exchanges: Sequence[Any]) -> None:
+        """Store exchanges encrypted, in one transaction (each in its own if that fails); failures are
+        logged, never raised into the request. Owners, data keys and opt-outs are looked up once per batch."""
+        owners: dict[tuple[str, str | None], str] = {}
+        data_keys: dict[str, bytes] = {}
+        ready: list[tuple[Any, str, bytes, list[tuple[str, str]], list[str]]] = []
+        for exchange in exchanges:
+            try:
+                turns = [(m.role, m.content) for m in exchange.messages if m.content]
+                answers = [a for a in exchange.answers if a]
+                if not turns and not answers:
+                    continue
+                who = (exchange.key_id, exchange.user)
+                if who not in owners:
+                    owner = self.owner_for(exchange.key_id, exchange.user)
+                    assert owner is not None
+                    owners[who] = owner
+                owner = owners[who]
+                if owner not in data_keys:
+                    data_keys[owner] = self.store.keyring.data_key(owner, create=True)
+                ready.append((exchange, owner, data_keys[owner], turns, answers))
+            except Exception:
+                logger.exception("could not store conversation of request %s", exchange.request_id)
+        if not ready:
+            return
+        if self.usage_flush is not None:
+            self.usage_flush()  # the usage events were queued first: link them once they are written
+        opt_outs: dict[str, bool] = {}
+
+        def opt_out(owner: str) -> Callable[[], bool]:
+            def snapshot() -> bool:
+                if owner not in opt_outs:
+                    opt_outs[owner] = self.accounts.effective_opt_out(owner)
+                return opt_outs[owner]
+
+            return snapshot
+
+        def write(session: Session, item: tuple[Any, str, bytes, list[tuple[str, str]], list[str]]) -> None:
+            exchange, owner, data_key, turns, answers = item
+            conversation_id = self.store.store_exchange(
+                session,
                 owner,
+                data_key,
                 exchange.model,
                 turns,
                 answers,
                 key_id=exchange.key_id,
                 temporary=not bool(getattr(exchange, "store", True)),
-                opt_out=lambda: self.accounts.effective_opt_out(owner),
+                opt_out=opt_out(owner),
                 input_verdict=exchange.input,
                 output_verdict=exchange.output,
                 request_id=exchange.request_id,
             )
-            if self.usage_flush is not None:
-                self.usage_flush()  # the usage event was queued first: link it once it is written
-            with self.store.db.session() as session:
-                session.execute(
-                    update(UsageEvent)
-                    .where(UsageEvent.id == exchange.request_id)
-                    .values(conversation_id=conversation_id)
+            session.execute(
+                update(UsageEvent)
+                .where(UsageEvent.id == exchange.request_id)
+                .values(conversation_id=conversation_id)
+            )
+
+        if len(ready) > 1:
+            try:
+                with self.store.db.session() as session:
+                    for item in ready:
+                        write(session, item)
+                return
+            except Exception:
+                logger.warning(
+                    "could not store %d conversations together; storing them one by one", len(ready)
                 )
-        except Exception:
-            logger.exception("could not store conversation of request %s", exchange.request_id)
+        for item in ready:
+            try:
+                with self.store.db.session() as session:
+                    write(session, item)
+            except Exception:
+                logger.exception("could not store conversation of request %s", item[0].request_id)
 
     def flush(self) -> None:
         """Wait until every queued exchange is stored."""

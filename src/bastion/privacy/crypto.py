@@ -127,6 +127,11 @@ def mac_hex(key: bytes, message: str) -> str:
     return hmac.new(key, message.encode("utf-8", "surrogatepass"), hashlib.sha256).hexdigest()
 
 
+def derive_mac_key(data_key: bytes) -> bytes:
+    """The MAC key derived from a user's data key (see `KeyRing.mac_key`)."""
+    return hmac.new(data_key, b"bastion-mac-key", hashlib.sha256).digest()
+
+
 def _wrap_aad(user_id: str) -> bytes:
     return b"bastion-data-key\x00" + user_id.encode()
 
@@ -185,7 +190,7 @@ class KeyRing:
 
     def mac_key(self, user_id: str) -> bytes:
         """The user's MAC key (derived from the data key, which is created if missing)."""
-        return hmac.new(self.data_key(user_id, create=True), b"bastion-mac-key", hashlib.sha256).digest()
+        return derive_mac_key(self.data_key(user_id, create=True))
 
     def rotate_master_key(self, new_master_key: bytes) -> int:
         """Re-wrap every data key with `new_master_key` in one transaction; returns how many."""
