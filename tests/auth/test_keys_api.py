@@ -31,6 +31,12 @@ def test_only_admins_manage_keys(client: ApiClient) -> None:
     listed = client.get("/v1/keys").json()
     assert body["id"] in {k["id"] for k in listed}
     assert all("key" not in k and "key_hash" not in k for k in listed)
+    assert client.post("/v1/moderations", json={"input": "x"}, headers=annotator).status_code == 200
+    promoted = client.patch(f"/v1/keys/{body['id']}", json={"role": "admin"})
+    assert promoted.status_code == 200
+    assert client.get("/v1/keys", headers=annotator).status_code == 200  # the new role, at once
+    assert client.patch(f"/v1/keys/{body['id']}", json={"role": "annotator"}).status_code == 200
+    assert client.get("/v1/keys", headers=annotator).status_code == 403
     assert client.delete(f"/v1/keys/{body['id']}").status_code == 200
     assert client.post("/v1/moderations", json={"input": "x"}, headers=annotator).status_code == 401
     assert client.delete("/v1/keys/key_nope").status_code == 404

@@ -1,9 +1,18 @@
-"""API keys: created with a role, stored as SHA-256 only, shown once, revocable."""
+"""API keys: created with a role, stored as SHA-256 only, shown once, revocable.
+
+Authenticated keys are remembered for `AUTH_CACHE_TTL_S` (a database query per request cost more than the
+rest of auth). The cache is shared by every `KeyStore` on the same `Database`, and revoking a key or changing
+its role through any of them drops its entry at once; a change made by another process (the CLI, another
+API worker) takes effect within the TTL.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import secrets
+import threading
+import time
+import weakref
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -18,6 +27,7 @@ from bastion.db.tables import ApiKey, User, utcnow
 
 KEY_PREFIX = "bst-"
 LAST_USED_RESOLUTION = timedelta(minutes=1)
+AUTH_CACHE_TTL_S = 5.0
 
 
 class Role(StrEnum):
@@ -80,13 +90,58 @@ def parse_role(value: str) -> Role:
         ) from None
 
 
+class _AuthCache:
+    """Authenticated keys by hash, each until a deadline; entries of a key are dropped by its id."""
+
+    def __init__(self) -> None:
+        self._entries: dict[str, tuple[Principal, float]] = {}
+        self._lock = threading.Lock()
+        self.generation = 0  # bumped by every drop: a lookup that raced a revoke is not remembered
+
+    def get(self, digest: str, now: float) -> Principal | None:
+        entry = self._entries.get(digest)
+        if entry is None or entry[1] <= now:
+            return None
+        return entry[0]
+
+    def put(self, digest: str, principal: Principal, expires: float, generation: int) -> None:
+        with self._lock:
+            if generation != self.generation:
+                return
+            if len(self._entries) >= 10_000:  # many keys in turn: start again rather than grow
+                self._entries.clear()
+            self._entries[digest] = (principal, expires)
+
+    def drop(self, key_id: str) -> None:
+        with self._lock:
+            self.generation += 1
+            for digest in [d for d, (p, _) in self._entries.items() if p.key_id == key_id]:
+                del self._entries[digest]
+
+
+_AUTH_CACHES: weakref.WeakKeyDictionary[Database, _AuthCache] = weakref.WeakKeyDictionary()
+_AUTH_CACHES_LOCK = threading.Lock()
+
+
+def _auth_cache(db: Database) -> _AuthCache:
+    with _AUTH_CACHES_LOCK:
+        cache = _AUTH_CACHES.get(db)
+        if cache is None:
+            cache = _AUTH_CACHES[db] = _AuthCache()
+        return cache
+
+
 class KeyStore:
     """Creates, lists, revokes and checks API keys. Every key belongs to a user (`bastion.db.accounts`);
     creating, revoking and changing the role of a key are audit events."""
 
-    def __init__(self, db: Database, audit: AuditTrail | None = None) -> None:
+    def __init__(
+        self, db: Database, audit: AuditTrail | None = None, *, cache_ttl_s: float = AUTH_CACHE_TTL_S
+    ) -> None:
         self.db = db
         self.audit: AuditTrail = audit or NoAudit()
+        self.cache_ttl_s = cache_ttl_s
+        self._cache = _auth_cache(db)
 
     def create(
         self, role: Role | str, name: str = "", *, user_id: str | None = None, actor: str = "system"
@@ -138,6 +193,7 @@ class KeyStore:
             before = row.role
             row.role = role.value
             info = KeyInfo.of(row)
+        self._cache.drop(key_id)
         if before != role.value:
             self.audit.append(actor, "key.role_change", key_id, details={"from": before, "to": role.value})
         return info
@@ -162,6 +218,7 @@ class KeyStore:
             if revoked:
                 row.revoked_at = utcnow()
             info = KeyInfo.of(row)
+        self._cache.drop(key_id)
         if revoked:
             self.audit.append(actor, "key.revoke", key_id, subject=info.user_id)
         return info
@@ -172,9 +229,25 @@ class KeyStore:
             query = select(ApiKey.id).where(ApiKey.role == Role.ADMIN.value, ApiKey.revoked_at.is_(None))
             return session.scalars(query.limit(1)).first() is not None
 
+    def cached_principal(self, secret: str) -> Principal | None:
+        """The principal of a key authenticated less than `cache_ttl_s` ago (no database access)."""
+        return self._cache.get(hash_key(secret), time.monotonic())
+
     def authenticate(self, secret: str) -> Principal:
         """The principal a presented key belongs to; AuthenticationError if unknown or revoked."""
         digest = hash_key(secret)
+        if self.cache_ttl_s <= 0:
+            return self._authenticate(digest)
+        checked = time.monotonic()
+        cached = self._cache.get(digest, checked)
+        if cached is not None:
+            return cached
+        generation = self._cache.generation
+        principal = self._authenticate(digest)
+        self._cache.put(digest, principal, checked + self.cache_ttl_s, generation)
+        return principal
+
+    def _authenticate(self, digest: str) -> Principal:
         with self.db.session() as session:
             row = session.scalars(select(ApiKey).where(ApiKey.key_hash == digest)).first()
             if row is None or row.revoked_at is not None:
