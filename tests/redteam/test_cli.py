@@ -57,6 +57,8 @@ def test_run_list_show_report_diff(env: dict[str, str], tmp_path: Path) -> None:
     assert Path(paths["jsonl"]).read_text().count("\n") == a["run"]["planned"]
     diff = invoke(env, "redteam", "diff", "rt-a", "rt-b", "--json")
     assert diff["families"]["advbench"]["change"] == 1.0 and diff["new_failures"]
+    rescored = invoke(env, "redteam", "rescore", "rt-b", "--json")
+    assert rescored["totals"] == b["totals"], "the same scorers give the same verdicts"
     plain = CliRunner().invoke(app, ["redteam", "diff", "rt-a", "rt-b"], env=env)
     assert plain.exit_code == 0 and "new failures" in plain.stdout
 

@@ -501,6 +501,53 @@ class CampaignRunner:
         return summary
 
 
+def rescore(settings: Settings, db: Database, run_id: str) -> dict[str, Any]:
+    """Score a run's stored responses again with its scorers as they are now (e.g. a retrained refusal
+    classifier) and recompute every verdict; the probes' own detections are kept. Returns the summary."""
+    from bastion.redteam.report import run_row, summarize
+
+    spec = CampaignRunner(settings, db).spec_of(run_id)
+    built = {s.name: build_scorer(s, settings) for s in spec.scorers}
+    try:
+        with db.session() as s:
+            rows = s.scalars(select(RedteamAttemptRow).where(RedteamAttemptRow.run_id == run_id))
+            for row in rows:
+                if row.error is not None:
+                    continue
+                attempt = Attempt(
+                    prompt=row.prompt,
+                    response=row.response,
+                    metadata={**row.extra, "intent": row.intent, "category": row.category},
+                )
+                scores: dict[str, float | None] = {}
+                rationales: dict[str, str] = {}
+                if "detector" in row.scores:
+                    scores["detector"] = row.scores["detector"]
+                    rationales["detector"] = row.rationales.get("detector", "")
+                for name, scorer in built.items():
+                    try:
+                        score = scorer.score(attempt)
+                        scores[name], rationales[name] = score.value, score.rationale
+                    except BastionError as exc:
+                        scores[name], rationales[name] = None, f"scorer failed: {exc.message}"
+                row.scores = scores
+                row.rationales = rationales
+                row.verdict = verdict(row.intent, scores)
+    finally:
+        for scorer in built.values():
+            scorer.close()
+    previous = run_row(db, run_id).summary or {}
+    replay = dict(previous.get("replay") or {})
+    replay["scorers"] = {n: sc.describe() for n, sc in built.items()}
+    summary = summarize(db, run_id, replay=replay)
+    with db.session() as s:
+        run = s.get(RedteamRunRow, run_id)
+        assert run is not None
+        run.summary = summary
+        run.updated_at = datetime.now(UTC)
+    return summary
+
+
 def run_stats(db: Database, run_id: str) -> tuple[int, int]:
     """(attempts stored, distinct keys) of a run: equal when nothing was duplicated."""
     with db.session() as s:

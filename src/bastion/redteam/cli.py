@@ -1,4 +1,4 @@
-"""`bastion redteam run|resume|list|show|report|diff|plugins|train-refusal`: campaigns from the shell."""
+"""`bastion redteam run|resume|rescore|list|show|report|diff|plugins|train-refusal`: campaigns."""
 
 from __future__ import annotations
 
@@ -152,6 +152,22 @@ def resume(
         print_json(summary)
     else:
         _print_summary(summary, out)
+
+
+@redteam_app.command("rescore")
+def rescore_run(
+    run_id: Annotated[str, typer.Argument(help="The run whose stored responses to score again.")],
+    json_output: JsonFlag = False,
+) -> None:
+    """Score a run's stored responses again with its scorers as they are now (e.g. after retraining)."""
+    from bastion.redteam.campaign import rescore
+
+    settings, db = _context()
+    summary = rescore(settings, db, run_id)
+    if json_output:
+        print_json(summary)
+    else:
+        _print_summary(summary, None)
 
 
 @redteam_app.command("list")
