@@ -67,3 +67,57 @@ def test_models_are_not_mixed_and_errors_reach_the_caller() -> None:
     batcher.close()
     assert all(text.endswith(f" {model}") for texts, model in service.batches for text in texts)
     assert len(results) == 4
+
+
+class ThreadRecordingService(FakeService):
+    def __init__(self) -> None:
+        super().__init__()
+        self.threads: list[str] = []
+
+    def moderate(self, texts: list[str], model: str | None = None, explain: bool = False) -> Any:
+        self.threads.append(threading.current_thread().name)
+        return super().moderate(texts, model, explain)
+
+
+def test_an_idle_batcher_scores_on_the_callers_thread(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("bastion.gateway.batching.torch_loaded", lambda: False)
+    service = ThreadRecordingService()
+    batcher = ModerationBatcher(service)  # type: ignore[arg-type]
+    name, results = batcher.moderate(["bad", "fine"], None, False)
+    assert (name, [r.flagged for r in results]) == ("default", [True, False])
+    assert service.threads == [threading.current_thread().name]
+    assert batcher._thread is None  # no hand-off, no thread
+    with pytest.raises(RuntimeError, match="model failed"):
+        batcher.moderate(["x"], "broken", False)
+    batcher.moderate(["again"], None, False)  # the failure released the scoring lock
+    assert len(service.threads) == 3
+
+
+def test_calls_arriving_while_one_is_scored_inline_are_batched(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("bastion.gateway.batching.torch_loaded", lambda: False)
+    service = ThreadRecordingService()
+    batcher = ModerationBatcher(service)  # type: ignore[arg-type]
+    answers: dict[int, list[bool]] = {}
+
+    def call(i: int) -> None:
+        answers[i] = [r.flagged for r in batcher.moderate([f"bad {i}" if i % 2 else "ok"], None, False)[1]]
+
+    threads = [threading.Thread(target=call, args=(i,), name=f"caller-{i}") for i in range(10)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    batcher.close()
+    assert answers == {i: [bool(i % 2)] for i in range(10)}
+    assert len(service.batches) < 10  # those that waited shared a batch
+    assert "bastion-gateway-moderation" in service.threads
+
+
+def test_with_torch_loaded_every_call_runs_on_the_batch_thread(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("bastion.gateway.batching.torch_loaded", lambda: True)
+    service = ThreadRecordingService()
+    batcher = ModerationBatcher(service)  # type: ignore[arg-type]
+    batcher.moderate(["one"], None, False)
+    batcher.moderate(["two"], None, False)
+    batcher.close()
+    assert service.threads == ["bastion-gateway-moderation"] * 2

@@ -24,8 +24,9 @@ from typing import Annotated, Any
 
 from fastapi import Depends, Request
 from fastapi.routing import iter_route_contexts
+from starlette.concurrency import run_in_threadpool
 
-from bastion.auth.deps import current_principal
+from bastion.auth.deps import cached_principal, current_principal
 from bastion.auth.keys import Principal, Role
 from bastion.core.errors import PermissionDenied
 
@@ -131,10 +132,15 @@ def _route_path(request: Request) -> str:
     return paths.get((endpoint, method), request.url.path)
 
 
-def authorize(request: Request) -> Principal:
-    """A dependency: the caller, admitted by the matrix entry of the matched route (401/403 otherwise)."""
+async def authorize(request: Request) -> Principal:
+    """A dependency: the caller, admitted by the matrix entry of the matched route (401/403 otherwise).
+
+    Async, so that a key authenticated moments ago costs no hop to the thread pool; checking a key in
+    the database runs there."""
     allowed = access(request.method, _route_path(request))
-    principal = current_principal(request)
+    principal = cached_principal(request)
+    if principal is None:
+        principal = await run_in_threadpool(current_principal, request)
     if allowed is not None and principal.role not in allowed:
         names = ", ".join(sorted(r.value for r in allowed))
         raise PermissionDenied(

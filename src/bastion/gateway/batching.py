@@ -3,11 +3,17 @@
 Two reasons: model backends score a batch of texts for little more than one text, and torch's OpenMP
 keeps a thread team per calling thread, so calls from the server's many worker threads left teams
 spinning against each other (5-30x slower calls under load).
+
+When nothing is being scored and torch is not loaded in the process (ONNX Runtime keeps its threads per
+session, the list backend has none), a call is scored on the caller's own thread instead: the hand-off
+to the batch thread and back cost more than scoring a short text. Calls that arrive meanwhile queue for
+the batch thread as before, and are scored together once the running call is done.
 """
 
 from __future__ import annotations
 
 import queue
+import sys
 import threading
 from collections.abc import Sequence
 from concurrent.futures import Future
@@ -15,6 +21,11 @@ from dataclasses import dataclass, field
 
 from bastion.core.records import ModerationResult
 from bastion.moderation.service import ModerationService
+
+
+def torch_loaded() -> bool:
+    """Whether torch is imported in this process (its OpenMP teams are per calling thread)."""
+    return "torch" in sys.modules
 
 
 @dataclass
@@ -28,17 +39,29 @@ class _Call:
 class ModerationBatcher:
     """Runs `service.moderate` on its own thread; calls queued meanwhile (same model) share one batch."""
 
-    def __init__(self, service: ModerationService, max_texts: int = 64) -> None:
+    def __init__(self, service: ModerationService, max_texts: int = 64, *, inline: bool = True) -> None:
         self.service = service
         self.max_texts = max_texts
+        self.inline = inline
         self._queue: queue.Queue[_Call | None] = queue.Queue()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
+        self._scoring = threading.Lock()  # held while a batch (or an inline call) is being scored
 
     def moderate(
         self, texts: Sequence[str], model: str | None, explain: bool
     ) -> tuple[str, list[ModerationResult]]:
         """(moderation model, a verdict per text in order); blocks until the batch holding them is scored."""
+        if (
+            self.inline
+            and not torch_loaded()
+            and self._queue.empty()
+            and self._scoring.acquire(blocking=False)
+        ):
+            try:
+                return self.service.moderate(list(texts), model=model, explain=explain)
+            finally:
+                self._scoring.release()
         call = _Call(list(texts), model, explain)
         with self._lock:  # the thread starts with the first call, so idle apps hold no thread
             if self._thread is None:
@@ -82,7 +105,8 @@ class ModerationBatcher:
     def _score(self, batch: list[_Call]) -> None:
         texts = [text for call in batch for text in call.texts]
         try:
-            name, results = self.service.moderate(texts, model=batch[0].model, explain=batch[0].explain)
+            with self._scoring:
+                name, results = self.service.moderate(texts, model=batch[0].model, explain=batch[0].explain)
         except BaseException as exc:
             for call in batch:
                 call.future.set_exception(exc)
