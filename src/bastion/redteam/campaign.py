@@ -55,7 +55,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
 from bastion.core.errors import BastionError, ConfigError, NotFound
-from bastion.core.records import Attempt
+from bastion.core.records import Attempt, Message
 from bastion.core.settings import Settings
 from bastion.db.session import Database
 from bastion.db.tables import RedteamAttemptRow, RedteamRunRow
@@ -297,13 +297,19 @@ class Worker:
         text = item.text
         try:
             text = self.converters[unit.converter].convert(item.text, rng)
-            ctx = AttackContext(lambda messages: self.target.send(messages).text, self.settings, rng)
-            result = probe.attack(item, text, ctx)
+            answers: list[dict[str, Any]] = []
+
+            def send(messages: list[Message]) -> str:
+                response = self.target.send(messages)
+                answers.append(response.metadata)
+                return response.text
+
+            result = probe.attack(item, text, AttackContext(send, self.settings, rng))
             attempt = Attempt(
                 prompt=text,
                 response=result.response,
                 conversation=result.conversation,
-                metadata={**metadata, **result.metadata},
+                metadata={**metadata, **result.metadata, "target": answers[-1] if answers else {}},
             )
         except BastionError as exc:
             error = exc.message
