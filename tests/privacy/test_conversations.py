@@ -166,3 +166,71 @@ def test_a_follow_up_request_continues_the_conversation(store: ConversationStore
     assert len(conversations) == 2
     contents = sorted([m.content for m in store.read(c.id, owner).messages] for c in conversations)
     assert contents == [[SECRET, ANSWER, "and then?", "the end"], ["new", ANSWER]]
+
+
+def test_the_background_sink_stores_a_batch_in_order(store: ConversationStore, database: Database) -> None:
+    """Exchanges queued together are stored together: a follow-up in the same batch continues the
+    conversation its predecessor started, and every usage event is linked to its conversation."""
+    from bastion.db.tables import UsageEvent
+    from bastion.gateway.usage import UsageRecord, UsageRecorder
+
+    accounts = Accounts(database)
+    _, key = KeyStore(database).create(Role.CLIENT, "app")
+    usage = UsageRecorder(database)
+    sink = StoringSink(store, accounts, usage_flush=usage.flush, linger_s=0.2)
+    first = [Message(role="user", content=SECRET)]
+    follow = [*first, Message(role="assistant", content=ANSWER), Message(role="user", content="and then?")]
+    exchanges = [
+        FakeExchange(request_id="r1", key_id=key.id, user=None, messages=first),
+        FakeExchange(request_id="r2", key_id=key.id, user=None, messages=follow, answers=["the end"]),
+        FakeExchange(request_id="r3", key_id=key.id, user="end-user-7"),
+        FakeExchange(
+            request_id="r4", key_id=key.id, user=None, messages=[Message(role="user", content="new")]
+        ),
+    ]
+    for exchange in exchanges:
+        usage.record(
+            UsageRecord(exchange.request_id, key.id, exchange.user, "echo", "echo", "default", False)
+        )
+        sink.record(exchange)
+    sink.flush()
+    owner = key.user_id or ""
+    contents = sorted([m.content for m in store.read(c.id, owner).messages] for c in store.list(owner))
+    assert contents == [[SECRET, ANSWER, "and then?", "the end"], ["new", ANSWER]]
+    end_user = sink.owner_for(key.id, "end-user-7", create=False)
+    assert end_user is not None and len(store.list(end_user)) == 1
+    with database.session() as session:
+        links = {e.id: e.conversation_id for e in session.query(UsageEvent)}
+    assert links["r1"] == links["r2"] and len({links["r1"], links["r3"], links["r4"]}) == 3
+    assert None not in links.values()
+    sink.close()
+    usage.close()
+
+
+def test_a_failing_exchange_does_not_lose_the_rest_of_its_batch(
+    store: ConversationStore, database: Database, caplog: pytest.LogCaptureFixture
+) -> None:
+    accounts = Accounts(database)
+    _, key = KeyStore(database).create(Role.CLIENT, "app")
+    sink = StoringSink(store, accounts, linger_s=0.2)
+    bad = [Message(role="user", content="x")]
+    sink.record(FakeExchange(request_id="ok1", key_id=key.id, user=None))
+    sink.record(FakeExchange(request_id="bad", key_id="key_missing_owner", user=None, messages=bad))
+    broken = FakeExchange(
+        request_id="broken", key_id=key.id, user=None, messages=[Message(role="user", content="y")]
+    )
+    broken.answers = ["z"]
+    broken.messages[0].__dict__["role"] = "wizard"  # not a stored role: the batch's transaction fails
+    sink.record(broken)
+    sink.record(
+        FakeExchange(
+            request_id="ok2", key_id=key.id, user=None, messages=[Message(role="user", content="fine")]
+        )
+    )
+    sink.flush()
+    sink.close()
+    owner = key.user_id or ""
+    stored = sorted(m.content for c in store.list(owner) for m in store.read(c.id, owner).messages)
+    assert stored == sorted([SECRET, ANSWER, "fine", ANSWER])
+    assert "storing them one by one" in caplog.text
+    assert "could not store conversation of request broken" in caplog.text

@@ -1,9 +1,10 @@
 """What the gateway records: a usage event per request (no content), and the seam for conversations.
 
 Usage events go to the `usage_events` table through a background writer, so that a request does not wait
-for the database; `flush()` waits until everything queued is written. Conversations (message content)
-are handed to a `ConversationSink`; the default drops them. The privacy capability supplies the sink that
-stores them encrypted, with opt-out and retention.
+for the database: it waits `linger_s` after an event for more to arrive, then writes them all with one
+statement in one transaction; `flush()` waits until everything queued is written. Conversations (message
+content) are handed to a `ConversationSink`; the default drops them. The privacy capability supplies the
+sink that stores them encrypted, with opt-out and retention.
 """
 
 from __future__ import annotations
@@ -11,15 +12,19 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
+
+from sqlalchemy import Table, insert
 
 from bastion.core.records import Message
 from bastion.db.session import Database
 from bastion.db.tables import UsageEvent, utcnow
 
 logger = logging.getLogger("bastion.gateway.usage")
+_USAGE = cast(Table, UsageEvent.__table__)
 
 
 @dataclass
@@ -49,6 +54,10 @@ class UsageRecord:
 
     def row(self) -> UsageEvent:
         """The table row for this record (scores rounded to 4 places)."""
+        return UsageEvent(**self.values())
+
+    def values(self) -> dict[str, Any]:
+        """The column values for this record (scores rounded to 4 places)."""
         values: dict[str, Any] = dict(self.__dict__)
         for name, size in (
             ("key_id", 64),
@@ -61,15 +70,16 @@ class UsageRecord:
                 values[name] = values[name][:size]  # a requested model name can be anything
         values["input_scores"] = {k: round(v, 4) for k, v in self.input_scores.items()}
         values["output_scores"] = {k: round(v, 4) for k, v in self.output_scores.items()}
-        return UsageEvent(**values)
+        return values
 
 
 class UsageRecorder:
     """Writes usage events from a background thread, in batches."""
 
-    def __init__(self, db: Database | None, enabled: bool = True) -> None:
+    def __init__(self, db: Database | None, enabled: bool = True, *, linger_s: float = 0.02) -> None:
         self.db = db
         self.enabled = enabled and db is not None
+        self.linger_s = linger_s
         self._queue: queue.Queue[UsageRecord | None] = queue.Queue()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
@@ -89,7 +99,9 @@ class UsageRecorder:
         while True:
             first = self._queue.get()
             batch = [first]
-            while len(batch) < 200:
+            if first is not None and self.linger_s > 0:
+                time.sleep(self.linger_s)  # gather what arrives meanwhile: one transaction for them all
+            while len(batch) < 200 and batch[-1] is not None:
                 try:
                     batch.append(self._queue.get_nowait())
                 except queue.Empty:
@@ -98,7 +110,7 @@ class UsageRecorder:
             try:
                 if events:
                     with self.db.session() as session:
-                        session.add_all([e.row() for e in events])
+                        session.execute(insert(_USAGE), [e.values() for e in events])
             except Exception:
                 logger.exception("could not write %d usage events", len(events))
             finally:

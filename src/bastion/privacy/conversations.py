@@ -22,13 +22,14 @@ import os
 import queue
 import secrets
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import and_, delete, func, or_, select, update
+from sqlalchemy import Table, and_, delete, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from bastion.core.errors import InvalidRequest, NotFound
@@ -48,6 +49,9 @@ from bastion.privacy.crypto import KeyRing, derive_mac_key, mac_hex, seal
 from bastion.privacy.settings import PrivacySettings
 
 logger = logging.getLogger("bastion.privacy.conversations")
+_CONVERSATIONS = cast(Table, ConversationRow.__table__)
+_MESSAGES = cast(Table, ConversationMessageRow.__table__)
+_USAGE = cast(Table, UsageEvent.__table__)
 
 ROLES = ("system", "user", "assistant", "tool", "developer")
 VERDICT_KEYS = ("action", "categories", "actions")  # the gateway's summary: no content, no spans
@@ -326,7 +330,7 @@ class ConversationStore:
         mac_key = derive_mac_key(data_key)
         digests = self._chain(mac_key, turns)
         now = self.clock()
-        row: ConversationRow | None = None
+        conversation_id: str | None = None
         start = count = 0
         if digests:
             candidates = session.execute(
@@ -341,48 +345,64 @@ class ConversationStore:
             found = [(position[head], cid) for cid, head in candidates if head is not None]
             if found:
                 index, conversation_id = max(found)
-                row = session.get(ConversationRow, conversation_id)
-                if row is not None:
-                    start = index + 1
-                    count = (
-                        session.scalar(
-                            select(func.count())
-                            .select_from(ConversationMessageRow)
-                            .where(ConversationMessageRow.conversation_id == conversation_id)
-                        )
-                        or 0
-                    )
-        if row is None:
-            row = self._new_row(owner_id, model, now, key_id, opt_out(), temporary)
-            session.add(row)
-            session.flush()  # the messages refer to it
+                start = index + 1
+                counted = select(func.count()).where(_MESSAGES.c.conversation_id == conversation_id)
+                count = session.scalar(counted) or 0
         new = [
             (role, content, input_verdict if role != "assistant" else None) for role, content in turns[start:]
         ]
         new += [("assistant", answer, output_verdict) for answer in answers]
+        heads = self._chain(mac_key, [("assistant", a) for a in answers], digests[-1] if digests else "")
+        head = heads[-1] if heads else (digests[-1] if digests else None)
+        # Core statements, not ORM objects: the sink writes many exchanges per transaction.
+        if conversation_id is None:
+            row = self._new_row(owner_id, model, now, key_id, opt_out(), temporary)
+            conversation_id = row.id
+            session.execute(
+                insert(_CONVERSATIONS),
+                [
+                    {
+                        "id": row.id,
+                        "owner_id": row.owner_id,
+                        "key_id": row.key_id,
+                        "model": row.model,
+                        "created_at": now,
+                        "updated_at": now,
+                        "training_opt_out": row.training_opt_out,
+                        "temporary": row.temporary,
+                        "head_digest": head,
+                    }
+                ],
+            )
+        else:
+            changes: dict[str, Any] = {"head_digest": head}
+            if new:
+                changes["updated_at"] = now
+            session.execute(
+                update(_CONVERSATIONS).where(_CONVERSATIONS.c.id == conversation_id).values(changes)
+            )
+        rows = []
         for offset, (role, content, verdict) in enumerate(new):
             if role not in ROLES:
                 raise InvalidRequest(f"unknown message role {role!r}; expected one of {', '.join(ROLES)}")
             message_id = "msg_" + secrets.token_hex(12)
             nonce, ciphertext = seal(data_key, content.encode(), f"message:{message_id}")
-            session.add(
-                ConversationMessageRow(
-                    id=message_id,
-                    conversation_id=row.id,
-                    position=count + offset,
-                    role=role,
-                    ciphertext=ciphertext,
-                    nonce=nonce,
-                    verdict=verdict_summary(verdict),
-                    created_at=now,
-                    request_id=request_id,
-                )
+            rows.append(
+                {
+                    "id": message_id,
+                    "conversation_id": conversation_id,
+                    "position": count + offset,
+                    "role": role,
+                    "ciphertext": ciphertext,
+                    "nonce": nonce,
+                    "verdict": verdict_summary(verdict),
+                    "created_at": now,
+                    "request_id": request_id,
+                }
             )
-        heads = self._chain(mac_key, [("assistant", a) for a in answers], digests[-1] if digests else "")
-        if new:
-            row.updated_at = now
-        row.head_digest = heads[-1] if heads else (digests[-1] if digests else None)
-        return row.id
+        if rows:
+            session.execute(insert(_MESSAGES), rows)
+        return conversation_id
 
     # -- reading --------------------------------------------------------------------------------------
 
@@ -608,7 +628,9 @@ OwnerResolver = Callable[[str, str | None], str]
 
 
 class StoringSink:
-    """The gateway's `ConversationSink` backed by the store, writing from a background thread.
+    """The gateway's `ConversationSink` backed by the store, writing from a background thread: it waits
+    `linger_s` after an exchange for more to arrive, then stores them together (one transaction, each
+    owner and data key looked up once).
 
     The owner is the user the key belongs to, or, when the request names an end user (`user`), that end
     user of the key's account. An exchange with `store` false is a temporary chat (never for training,
@@ -623,8 +645,10 @@ class StoringSink:
         usage_flush: Callable[[], None] | None = None,
         background: bool = True,
         max_batch: int = 64,
+        linger_s: float = 0.05,
     ) -> None:
         self.max_batch = max_batch
+        self.linger_s = linger_s
         self.store = store
         self.accounts = accounts
         self.usage_flush = usage_flush
@@ -661,6 +685,8 @@ class StoringSink:
     def _run(self) -> None:
         while True:
             batch = [self._queue.get()]
+            if batch[0] is not None and self.linger_s > 0:
+                time.sleep(self.linger_s)  # gather what arrives meanwhile: one transaction for them all
             while len(batch) < self.max_batch and batch[-1] is not None:
                 try:
                     batch.append(self._queue.get_nowait())
@@ -734,8 +760,8 @@ class StoringSink:
                 request_id=exchange.request_id,
             )
             session.execute(
-                update(UsageEvent)
-                .where(UsageEvent.id == exchange.request_id)
+                update(_USAGE)
+                .where(_USAGE.c.id == exchange.request_id)
                 .values(conversation_id=conversation_id)
             )
 
