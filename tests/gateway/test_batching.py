@@ -80,7 +80,7 @@ class ThreadRecordingService(FakeService):
 
 
 def test_an_idle_batcher_scores_on_the_callers_thread(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("bastion.gateway.batching.torch_loaded", lambda: False)
+    monkeypatch.setattr("bastion.gateway.batching.runs_inline", lambda service, model: True)
     service = ThreadRecordingService()
     batcher = ModerationBatcher(service)  # type: ignore[arg-type]
     name, results = batcher.moderate(["bad", "fine"], None, False)
@@ -94,7 +94,7 @@ def test_an_idle_batcher_scores_on_the_callers_thread(monkeypatch: pytest.Monkey
 
 
 def test_calls_arriving_while_one_is_scored_inline_are_batched(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("bastion.gateway.batching.torch_loaded", lambda: False)
+    monkeypatch.setattr("bastion.gateway.batching.runs_inline", lambda service, model: True)
     service = ThreadRecordingService()
     batcher = ModerationBatcher(service)  # type: ignore[arg-type]
     answers: dict[int, list[bool]] = {}
@@ -113,11 +113,35 @@ def test_calls_arriving_while_one_is_scored_inline_are_batched(monkeypatch: pyte
     assert "bastion-gateway-moderation" in service.threads
 
 
-def test_with_torch_loaded_every_call_runs_on_the_batch_thread(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("bastion.gateway.batching.torch_loaded", lambda: True)
-    service = ThreadRecordingService()
+def test_a_model_that_runs_torch_is_always_scored_on_the_batch_thread() -> None:
+    service = ThreadRecordingService()  # not a real service: assumed to need the batch thread
     batcher = ModerationBatcher(service)  # type: ignore[arg-type]
     batcher.moderate(["one"], None, False)
     batcher.moderate(["two"], None, False)
     batcher.close()
     assert service.threads == ["bastion-gateway-moderation"] * 2
+
+
+def test_which_models_run_inline(make_settings: Any) -> None:
+    from bastion.gateway.batching import runs_inline
+    from bastion.moderation.service import ModerationService
+
+    service = ModerationService(make_settings(moderation={"preload": False}))
+    assert runs_inline(service, "bastion-lists")
+    assert not runs_inline(service, "no-such-model")
+
+    class Backend:
+        def __init__(self, plugin_name: str, runtime: str | None = None) -> None:
+            self.plugin_name, self.runtime = plugin_name, runtime
+
+    class Loaded:
+        def __init__(self, *backends: Backend) -> None:
+            self.backends = list(backends)
+
+    def fake(*backends: Backend) -> Any:
+        return type("S", (), {"model": lambda self, name: Loaded(*backends)})()
+
+    assert runs_inline(fake(Backend("embedded", "onnx"), Backend("lists")), None)
+    assert not runs_inline(fake(Backend("embedded", "torch"), Backend("lists")), None)
+    assert not runs_inline(fake(Backend("transformers")), None)
+    assert not runs_inline(fake(Backend("someone-elses")), None)

@@ -4,16 +4,15 @@ Two reasons: model backends score a batch of texts for little more than one text
 keeps a thread team per calling thread, so calls from the server's many worker threads left teams
 spinning against each other (5-30x slower calls under load).
 
-When nothing is being scored and torch is not loaded in the process (ONNX Runtime keeps its threads per
-session, the list backend has none), a call is scored on the caller's own thread instead: the hand-off
-to the batch thread and back cost more than scoring a short text. Calls that arrive meanwhile queue for
-the batch thread as before, and are scored together once the running call is done.
+When nothing is being scored and the model runs no torch (lists, a remote model, the embedded model on
+ONNX Runtime, which keeps its threads per session), a call is scored on the caller's own thread instead:
+the hand-off to the batch thread and back cost more than scoring a short text. Calls that arrive
+meanwhile queue for the batch thread as before, and are scored together once the running call is done.
 """
 
 from __future__ import annotations
 
 import queue
-import sys
 import threading
 from collections.abc import Sequence
 from concurrent.futures import Future
@@ -22,10 +21,24 @@ from dataclasses import dataclass, field
 from bastion.core.records import ModerationResult
 from bastion.moderation.service import ModerationService
 
+THREAD_FREE_BACKENDS = frozenset({"lists", "openai"})  # pure Python, or a call over HTTP
 
-def torch_loaded() -> bool:
-    """Whether torch is imported in this process (its OpenMP teams are per calling thread)."""
-    return "torch" in sys.modules
+
+def runs_inline(service: ModerationService, model: str | None) -> bool:
+    """Whether `model` may be scored on any thread: none of its backends runs torch (whose OpenMP keeps
+    a thread team per calling thread). Unknown backends are assumed to need the batch thread."""
+    try:
+        backends = service.model(model).backends
+    except Exception:
+        return False
+    for backend in backends:
+        name = getattr(backend, "plugin_name", "")
+        if name in THREAD_FREE_BACKENDS:
+            continue
+        if name == "embedded" and getattr(backend, "runtime", None) == "onnx":
+            continue
+        return False
+    return True
 
 
 @dataclass
@@ -47,6 +60,7 @@ class ModerationBatcher:
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self._scoring = threading.Lock()  # held while a batch (or an inline call) is being scored
+        self._inline_models: dict[str | None, bool] = {}
 
     def moderate(
         self, texts: Sequence[str], model: str | None, explain: bool
@@ -54,7 +68,7 @@ class ModerationBatcher:
         """(moderation model, a verdict per text in order); blocks until the batch holding them is scored."""
         if (
             self.inline
-            and not torch_loaded()
+            and self._inline_model(model)
             and self._queue.empty()
             and self._scoring.acquire(blocking=False)
         ):
@@ -71,6 +85,12 @@ class ModerationBatcher:
                 self._thread.start()
         self._queue.put(call)
         return call.future.result()
+
+    def _inline_model(self, model: str | None) -> bool:
+        known = self._inline_models.get(model)
+        if known is None:
+            known = self._inline_models[model] = runs_inline(self.service, model)
+        return known
 
     def _run(self) -> None:
         held: _Call | None = None
