@@ -63,6 +63,15 @@ def test_run_list_show_report_diff(env: dict[str, str], tmp_path: Path) -> None:
     assert plain.exit_code == 0 and "new failures" in plain.stdout
 
 
+def test_model_override(env: dict[str, str], tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text(CAMPAIGN.format(reply="ok"))
+    models = '{"default_model": "a", "models": {"a": {"backend": "echo", "options": {"reply": "from a"}}}}'
+    result = invoke({**env, "BASTION_LLM": models}, "redteam", "run", str(path), "--model", "a", "--json")
+    assert result["spec"]["target"] == {**result["spec"]["target"], "type": "chat", "options": {"model": "a"}}
+    assert result["worst"][0]["response"] == "from a"
+
+
 def test_resume_and_limit(env: dict[str, str], tmp_path: Path) -> None:
     path = tmp_path / "c.toml"
     path.write_text(CAMPAIGN.format(reply="ok"))

@@ -97,6 +97,10 @@ def run(
         int | None, typer.Option(min=0, help="Items per probe (overrides the file's default).")
     ] = None,
     seed: Annotated[int | None, typer.Option(help="Seed (overrides the file).")] = None,
+    model: Annotated[
+        str | None,
+        typer.Option(help="Attack this configured chat model instead of the file's target (same params)."),
+    ] = None,
     out: Annotated[
         Path | None, typer.Option(help="Folder for report.html, attempts.jsonl, summary.json.")
     ] = None,
@@ -116,6 +120,8 @@ def run(
     if seed is not None:
         overrides["seed"] = seed
     spec = load_campaign(campaign, overrides)
+    if model is not None:
+        spec.target = spec.target.model_copy(update={"type": "chat", "options": {"model": model}})
     if engine is not None:
         spec.engine.name = engine
     if workers is not None:
