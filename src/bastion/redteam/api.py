@@ -16,6 +16,7 @@ from fastapi.responses import HTMLResponse
 from sqlalchemy import select
 
 from bastion.auth.matrix import Caller
+from bastion.core.errors import InvalidRequest
 from bastion.db.session import Database
 from bastion.db.tables import RedteamAttemptRow, RedteamRunRow
 from bastion.redteam.report import diff_runs, render_html, run_row, summarize
@@ -75,6 +76,9 @@ def list_attempts(
     """A run's attempts in plan order, `limit` at a time (page with `after` = the last seq)."""
     db = _db(request)
     run_row(db, run_id)
+    for name, value in (("verdict", verdict), ("probe", probe)):
+        if value is not None and "\x00" in value:
+            raise InvalidRequest(f"{name} must not contain NUL characters", param=name)
     query = select(RedteamAttemptRow).where(RedteamAttemptRow.run_id == run_id, RedteamAttemptRow.seq > after)
     if verdict:
         query = query.where(RedteamAttemptRow.verdict == verdict)
@@ -88,7 +92,21 @@ def list_attempts(
     return AttemptList(data=data, has_more=len(rows) > limit)
 
 
-@router.get("/runs/{run_id}/report", response_class=HTMLResponse)
+# The report answers HTML; its errors are still OpenAI's JSON envelope, documented as such.
+HTML_ERRORS: dict[int | str, dict[str, Any]] = {
+    status: {
+        "description": description,
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorEnvelope"}}},
+    }
+    for status, description in {
+        401: "Missing or invalid API key",
+        403: "The key's role may not do this",
+        404: "Unknown run",
+    }.items()
+}
+
+
+@router.get("/runs/{run_id}/report", response_class=HTMLResponse, responses=HTML_ERRORS)
 def run_report(run_id: str, request: Request, _caller: Caller) -> HTMLResponse:
     """The run's HTML report (self-contained: inline SVG plots, no scripts)."""
     db = _db(request)

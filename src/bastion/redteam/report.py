@@ -64,6 +64,8 @@ def attempts_of(db: Database, run_id: str) -> Iterator[RedteamAttemptRow]:
 
 def run_row(db: Database, run_id: str) -> RedteamRunRow:
     """The run's row; NotFound when there is none."""
+    if not run_id or len(run_id) > 32 or "\x00" in run_id:
+        raise NotFound(f"no red-team run {run_id[:40]!r}")
     with db.session() as s:
         row = s.get(RedteamRunRow, run_id)
         if row is None:
