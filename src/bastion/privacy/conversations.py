@@ -29,7 +29,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, cast
 
-from sqlalchemy import Table, and_, delete, func, insert, or_, select, update
+from sqlalchemy import Table, and_, bindparam, delete, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from bastion.core.errors import InvalidRequest, NotFound
@@ -52,6 +52,32 @@ logger = logging.getLogger("bastion.privacy.conversations")
 _CONVERSATIONS = cast(Table, ConversationRow.__table__)
 _MESSAGES = cast(Table, ConversationMessageRow.__table__)
 _USAGE = cast(Table, UsageEvent.__table__)
+
+# The sink's statements, built once (Core, with bound parameters): it runs them for every exchange.
+_C = _CONVERSATIONS.c
+_CONTINUABLE = select(_C.id, _C.head_digest).where(
+    _C.owner_id == bindparam("owner"),
+    _C.deleted_at.is_(None),  # live: not deleted, and not a temporary chat past its window
+    or_(_C.temporary.is_(False), _C.updated_at > bindparam("cutoff")),
+    _C.temporary == bindparam("temporary"),
+    _C.head_digest.in_(bindparam("digests", expanding=True)),
+)
+_MESSAGE_COUNT = select(func.count()).where(_MESSAGES.c.conversation_id == bindparam("conversation"))
+_ADD_CONVERSATION = insert(_CONVERSATIONS)
+_ADD_MESSAGES = insert(_MESSAGES)
+_MOVE_HEAD = (
+    update(_CONVERSATIONS)
+    .where(_C.id == bindparam("conversation"))
+    .values(head_digest=bindparam("head"), updated_at=bindparam("now"))
+)
+_SET_HEAD = (
+    update(_CONVERSATIONS).where(_C.id == bindparam("conversation")).values(head_digest=bindparam("head"))
+)
+_LINK_USAGE = (
+    update(_USAGE)
+    .where(_USAGE.c.id == bindparam("request"))
+    .values(conversation_id=bindparam("conversation"))
+)
 
 ROLES = ("system", "user", "assistant", "tool", "developer")
 VERDICT_KEYS = ("action", "categories", "actions")  # the gateway's summary: no content, no spans
@@ -327,27 +353,24 @@ class ConversationStore:
     ) -> str:
         """`record_exchange` inside the caller's transaction, with the owner's data key already fetched
         (the gateway's sink stores a batch of exchanges in one transaction this way)."""
+        connection = session.connection()
         mac_key = derive_mac_key(data_key)
         digests = self._chain(mac_key, turns)
         now = self.clock()
         conversation_id: str | None = None
         start = count = 0
         if digests:
-            candidates = session.execute(
-                select(ConversationRow.id, ConversationRow.head_digest).where(
-                    ConversationRow.owner_id == owner_id,
-                    self._live(),
-                    ConversationRow.temporary.is_(temporary),
-                    ConversationRow.head_digest.in_(digests),
-                )
+            cutoff = now - timedelta(days=self.settings.temporary_days)
+            candidates = connection.execute(
+                _CONTINUABLE,
+                {"owner": owner_id, "cutoff": cutoff, "temporary": temporary, "digests": digests},
             ).all()
             position = {digest: i for i, digest in enumerate(digests)}
             found = [(position[head], cid) for cid, head in candidates if head is not None]
             if found:
                 index, conversation_id = max(found)
                 start = index + 1
-                counted = select(func.count()).where(_MESSAGES.c.conversation_id == conversation_id)
-                count = session.scalar(counted) or 0
+                count = connection.execute(_MESSAGE_COUNT, {"conversation": conversation_id}).scalar() or 0
         new = [
             (role, content, input_verdict if role != "assistant" else None) for role, content in turns[start:]
         ]
@@ -358,8 +381,8 @@ class ConversationStore:
         if conversation_id is None:
             row = self._new_row(owner_id, model, now, key_id, opt_out(), temporary)
             conversation_id = row.id
-            session.execute(
-                insert(_CONVERSATIONS),
+            connection.execute(
+                _ADD_CONVERSATION,
                 [
                     {
                         "id": row.id,
@@ -374,13 +397,10 @@ class ConversationStore:
                     }
                 ],
             )
+        elif new:
+            connection.execute(_MOVE_HEAD, {"conversation": conversation_id, "head": head, "now": now})
         else:
-            changes: dict[str, Any] = {"head_digest": head}
-            if new:
-                changes["updated_at"] = now
-            session.execute(
-                update(_CONVERSATIONS).where(_CONVERSATIONS.c.id == conversation_id).values(changes)
-            )
+            connection.execute(_SET_HEAD, {"conversation": conversation_id, "head": head})
         rows = []
         for offset, (role, content, verdict) in enumerate(new):
             if role not in ROLES:
@@ -401,7 +421,7 @@ class ConversationStore:
                 }
             )
         if rows:
-            session.execute(insert(_MESSAGES), rows)
+            connection.execute(_ADD_MESSAGES, rows)
         return conversation_id
 
     # -- reading --------------------------------------------------------------------------------------
@@ -759,10 +779,8 @@ class StoringSink:
                 output_verdict=exchange.output,
                 request_id=exchange.request_id,
             )
-            session.execute(
-                update(_USAGE)
-                .where(_USAGE.c.id == exchange.request_id)
-                .values(conversation_id=conversation_id)
+            session.connection().execute(
+                _LINK_USAGE, {"request": exchange.request_id, "conversation": conversation_id}
             )
 
         if len(ready) > 1:
