@@ -247,3 +247,30 @@ def test_render_html_escapes(make_settings: Callable[..., Settings], database: D
     runner.run(run_id)
     page = render_html(summarize(database, run_id))
     assert "<script>alert" not in page and "&lt;script&gt;" in page
+
+
+def test_a_failing_plugin_is_recorded_not_fatal(
+    make_settings: Callable[..., Settings], database: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from bastion.redteam.converters import Base64
+    from bastion.redteam.scorers.refusal import RefusalScorer
+
+    def broken(self: Any, text: str, rng: Any) -> str:
+        raise ValueError("boom")
+
+    def flaky(self: Any, attempt: Any) -> Any:
+        raise RuntimeError("scorer bug")
+
+    monkeypatch.setattr(Base64, "convert", broken)
+    monkeypatch.setattr(RefusalScorer, "score", flaky)
+    settings = make_settings()
+    runner = CampaignRunner(settings, database)
+    run_id = runner.create(parse_campaign(campaign(reply=COMPLY)))
+    summary = runner.run(run_id)
+    assert summary["run"]["status"] == "completed"
+    assert summary["totals"]["errors"] == 5, "every base64 attempt is an error, kept out of the rates"
+    with database.session() as s:
+        rows = list(s.scalars(select(RedteamAttemptRow).where(RedteamAttemptRow.run_id == run_id)))
+    assert all("ValueError" in (r.error or "") for r in rows if r.converter == "base64")
+    plain = [r for r in rows if r.converter == "identity"]
+    assert all(r.scores["refusal"] is None and "scorer bug" in r.rationales["refusal"] for r in plain)

@@ -314,6 +314,9 @@ class Worker:
         except BastionError as exc:
             error = exc.message
             attempt = Attempt(prompt=text, metadata=metadata)
+        except Exception as exc:  # a plugin's own failure: recorded on the attempt, the run goes on
+            error = f"{type(exc).__name__} in {unit.probe}/{unit.converter}: {exc}"
+            attempt = Attempt(prompt=text, metadata=metadata)
         if error is None:
             detection = probe.detect(item, attempt.response or "")
             if detection is not None:
@@ -324,6 +327,9 @@ class Worker:
                     score = scorer.score(attempt)
                 except BastionError as exc:
                     scores[name], rationales[name] = None, f"scorer failed: {exc.message}"
+                    continue
+                except Exception as exc:  # a scorer's own failure counts as undecided
+                    scores[name], rationales[name] = None, f"scorer failed: {type(exc).__name__}: {exc}"
                     continue
                 scores[name], rationales[name] = score.value, score.rationale
         attempt.verdict = verdict(item.intent, scores, error=error is not None)
