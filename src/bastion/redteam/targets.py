@@ -95,6 +95,10 @@ class Target(ABC):
         (not retried).
         """
 
+    def details(self) -> dict[str, Any]:
+        """What else identifies the target (e.g. the weights a chat backend loaded), for replay."""
+        return {}
+
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release HTTP clients and models."""
 
@@ -186,6 +190,9 @@ class ManagedTarget:
         """The exact spec (secrets masked): enough to build the same target again."""
         data = self.spec.model_dump(mode="json")
         data["options"] = _public(self.target.options)
+        details = self.target.details()
+        if details:
+            data["details"] = details
         return data
 
     def cache_key(self, messages: list[Message], params: dict[str, Any]) -> str:
@@ -314,6 +321,13 @@ class ChatTarget(Target):
         else:
             self._models = ChatModels(settings.llm, settings)
             self.backend = self._models.backend(self.opts.model or settings.llm.default_model)
+
+    def details(self) -> dict[str, Any]:
+        """The backend's own description (for `local`: the folder the weights came from)."""
+        described = self.backend.describe()
+        return {k: v for k, v in described.items() if k != "options"} | {
+            "backend_options": _public(self.backend.options)
+        }
 
     def call(self, messages: list[Message], params: dict[str, Any]) -> TargetResponse:
         """The backend's first choice."""
