@@ -389,8 +389,9 @@ class CampaignRunner:
         self.flush_s = flush_s
 
     def create(self, spec: CampaignSpec, run_id: str | None = None, created_by: str = "cli") -> str:
-        """Check every plugin and option of `spec`, store a new run for it and return its id."""
+        """Check every plugin, option and data file of `spec`, store a new run for it, return its id."""
         check(spec, self.settings)
+        planned = len(plan(spec, self.settings))
         run_id = run_id or f"rt-{uuid.uuid4().hex[:12]}"
         with self.db.session() as s:
             if s.get(RedteamRunRow, run_id) is not None:
@@ -405,7 +406,7 @@ class CampaignRunner:
                     spec=json.loads(spec.model_dump_json()),
                     spec_hash=spec.spec_hash(),
                     target=spec.target.type,
-                    planned=0,
+                    planned=planned,
                     completed=0,
                     created_by=created_by,
                 )
