@@ -18,7 +18,13 @@ class FakeService:
     def __init__(self) -> None:
         self.batches: list[tuple[list[str], str | None]] = []
 
-    def moderate(self, texts: list[str], model: str | None = None, explain: bool = False) -> Any:
+    def moderate(
+        self,
+        texts: list[str],
+        model: str | None = None,
+        explain: bool = False,
+        threshold_set: str | None = None,
+    ) -> Any:
         if model == "broken":
             raise RuntimeError("model failed")
         time.sleep(0.02)
@@ -74,7 +80,13 @@ class ThreadRecordingService(FakeService):
         super().__init__()
         self.threads: list[str] = []
 
-    def moderate(self, texts: list[str], model: str | None = None, explain: bool = False) -> Any:
+    def moderate(
+        self,
+        texts: list[str],
+        model: str | None = None,
+        explain: bool = False,
+        threshold_set: str | None = None,
+    ) -> Any:
         self.threads.append(threading.current_thread().name)
         return super().moderate(texts, model, explain)
 

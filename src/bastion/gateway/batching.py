@@ -46,6 +46,7 @@ class _Call:
     texts: list[str]
     model: str | None
     explain: bool
+    threshold_set: str | None
     future: Future[tuple[str, list[ModerationResult]]] = field(default_factory=Future)
 
 
@@ -63,7 +64,7 @@ class ModerationBatcher:
         self._inline_models: dict[str | None, bool] = {}
 
     def moderate(
-        self, texts: Sequence[str], model: str | None, explain: bool
+        self, texts: Sequence[str], model: str | None, explain: bool, threshold_set: str | None = None
     ) -> tuple[str, list[ModerationResult]]:
         """(moderation model, a verdict per text in order); blocks until the batch holding them is scored."""
         if (
@@ -73,10 +74,12 @@ class ModerationBatcher:
             and self._scoring.acquire(blocking=False)
         ):
             try:
-                return self.service.moderate(list(texts), model=model, explain=explain)
+                return self.service.moderate(
+                    list(texts), model=model, explain=explain, threshold_set=threshold_set
+                )
             finally:
                 self._scoring.release()
-        call = _Call(list(texts), model, explain)
+        call = _Call(list(texts), model, explain, threshold_set)
         with self._lock:  # the thread starts with the first call, so idle apps hold no thread
             if self._thread is None:
                 self._thread = threading.Thread(
@@ -115,7 +118,11 @@ class ModerationBatcher:
                 if more is None:
                     stopping = True
                     break
-                if (more.model, more.explain) != (first.model, first.explain):
+                if (more.model, more.explain, more.threshold_set) != (
+                    first.model,
+                    first.explain,
+                    first.threshold_set,
+                ):
                     held = more
                     break
                 batch.append(more)
@@ -126,7 +133,10 @@ class ModerationBatcher:
         texts = [text for call in batch for text in call.texts]
         try:
             with self._scoring:
-                name, results = self.service.moderate(texts, model=batch[0].model, explain=batch[0].explain)
+                first = batch[0]
+                name, results = self.service.moderate(
+                    texts, model=first.model, explain=first.explain, threshold_set=first.threshold_set
+                )
         except BaseException as exc:
             for call in batch:
                 call.future.set_exception(exc)

@@ -93,7 +93,9 @@ class Gateway:
     def _moderate(self, texts: list[str], policy: GatewayPolicy, rules: StageRules) -> StageVerdict:
         if not rules.enabled or not any(t.strip() for t in texts):
             return StageVerdict(spans=[[] for _ in texts])
-        name, results = self._moderator.moderate(texts, policy.moderation_model, rules.wants_spans)
+        name, results = self._moderator.moderate(
+            texts, policy.moderation_model, rules.wants_spans, rules.threshold_set
+        )
         return evaluate(results, rules, name)
 
     def _input_texts(self, messages: list[Message], scope: str) -> list[int]:

@@ -38,6 +38,12 @@ class StageRules(_Strict):
     enabled: bool = Field(True, description="Moderate this side at all.")
     default_action: Action = Field("block", description="For flagged categories without a rule.")
     categories: dict[str, CategoryRule] = Field(default_factory=dict, description="Per-category rules.")
+    threshold_set: str = Field(
+        "strict",
+        description="The moderation model's threshold set that flags categories without a threshold of "
+        "their own: 'strict' (the embedded model's set tuned for few false positives on everyday text) "
+        "or 'default' (the thresholds /v1/moderations uses). A backend without the set keeps its defaults.",
+    )
 
     @field_validator("categories")
     @classmethod

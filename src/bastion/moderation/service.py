@@ -47,11 +47,24 @@ class ModerationModel:
         """The effective threshold per category: the policy's, else the first backend's."""
         return {**self.backend_thresholds[0], **self.policy_thresholds}
 
-    def moderate(self, texts: Sequence[str], explain: bool = False) -> list[ModerationResult]:
-        """A verdict per text, in order."""
+    def backend_thresholds_for(self, threshold_set: str | None) -> list[dict[str, float]]:
+        """Each backend's thresholds of the named set (`None`/`default`: the defaults; a backend that
+        does not ship the set keeps its defaults)."""
+        if threshold_set in (None, "default"):
+            return self.backend_thresholds
+        return [
+            backend.threshold_sets.get(threshold_set, defaults)
+            for backend, defaults in zip(self.backends, self.backend_thresholds, strict=True)
+        ]
+
+    def moderate(
+        self, texts: Sequence[str], explain: bool = False, threshold_set: str | None = None
+    ) -> list[ModerationResult]:
+        """A verdict per text, in order; flags use the named threshold set (policy overrides still win)."""
         cleaned = [clean_text(t) for t in texts]
         if not cleaned:
             return []
+        thresholds = self.backend_thresholds_for(threshold_set)
         with self._lock:
             per_backend = [backend.score(cleaned) for backend in self.backends]
         for backend, scores in zip(self.backends, per_backend, strict=True):
@@ -63,7 +76,7 @@ class ModerationModel:
             combine(
                 text,
                 [scores[i] for scores in per_backend],
-                self.backend_thresholds,
+                thresholds,
                 self.policy_thresholds,
                 explain,
             )
@@ -121,11 +134,15 @@ class ModerationService:
             return model
 
     def moderate(
-        self, texts: Sequence[str], model: str | None = None, explain: bool = False
+        self,
+        texts: Sequence[str],
+        model: str | None = None,
+        explain: bool = False,
+        threshold_set: str | None = None,
     ) -> tuple[str, list[ModerationResult]]:
         """(resolved model name, a verdict per text)."""
         loaded = self.model(model)
-        return loaded.name, loaded.moderate(texts, explain=explain)
+        return loaded.name, loaded.moderate(texts, explain=explain, threshold_set=threshold_set)
 
     def close(self) -> None:
         """Release every loaded model."""

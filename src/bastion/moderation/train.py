@@ -106,10 +106,18 @@ class TrainSpec:
     random_test_fraction: float = 0.1
     precision_target: float = 0.6
     min_threshold: float = 0.05
+    strict_benign_fpr: float = 0.05
     threshold_rule: str = (
         "on the random validation split (calibrated scores): the max-F1 threshold, raised until precision "
         "reaches precision_target where it can; 0.5 with under 5 positives; clipped to [min_threshold, 0.95]"
     )
+
+
+STRICT_RULE = (
+    "each default threshold raised until at most {fpr:.0%} of the benign rows of the random validation "
+    "split (benign sources, or rows labelled 0 on every known category) are flagged; clipped to 0.95. "
+    "Fewer false positives on everyday text, lower recall: the gateway's default"
+)
 
 
 def default_artifacts_dir() -> Path:
@@ -428,6 +436,22 @@ def choose_thresholds(
     return out
 
 
+def is_benign(row: LabeledText) -> bool:
+    """A row of a benign source, or one labelled 0 on every category it has a label for."""
+    return row.source.startswith("benign:") or all(v == 0 for v in row.labels.values() if v is not None)
+
+
+def strict_thresholds(
+    scores: np.ndarray, benign: np.ndarray, base: dict[str, float], fpr: float, floor: float = 0.05
+) -> dict[str, float]:
+    """Per category, the base threshold raised until at most `fpr` of the benign rows are flagged."""
+    out: dict[str, float] = {}
+    for j, key in enumerate(CATEGORY_KEYS):
+        cap = float(np.quantile(scores[benign, j], 1.0 - fpr)) if benign.any() else 0.0
+        out[key] = float(np.clip(max(base[key], cap), floor, 0.95))
+    return out
+
+
 def family_folds(families: Sequence[str], sizes: Counter[str], k: int) -> dict[str, int]:
     """Deal source families into k folds, largest first, each to the currently smallest fold."""
     load = [0] * k
@@ -577,9 +601,12 @@ def train_heads(
     scale, shift = fit_platt(raw.logits(x[val_idx]), y[val_idx], mask[val_idx])
     heads = raw.calibrated(scale, shift)
     step("final heads", 1, 1)
+    val_scores = predict(x[val_idx], heads)
     thresholds = choose_thresholds(
-        predict(x[val_idx], heads), y[val_idx], mask[val_idx], spec.precision_target, spec.min_threshold
+        val_scores, y[val_idx], mask[val_idx], spec.precision_target, spec.min_threshold
     )
+    benign_val = np.array([is_benign(train_rows[i]) for i in val_idx], dtype=bool)
+    strict = strict_thresholds(val_scores, benign_val, thresholds, spec.strict_benign_fpr, spec.min_threshold)
     metrics: dict[str, Any] = {}
     calibration: dict[str, Any] = {}
     rt_scores = predict(x[rt_idx], heads)
@@ -627,7 +654,11 @@ def train_heads(
         metrics["test_sources_by_source"] = per_source
 
     xs_texts, xs_labels, xs_path = load_xstest(settings.data_dir)
-    metrics["xstest_any_harm"] = xstest_metrics(score_texts(encoder, heads, xs_texts), xs_labels, thresholds)
+    xs_scores = score_texts(encoder, heads, xs_texts)
+    metrics["xstest_any_harm"] = xstest_metrics(xs_scores, xs_labels, thresholds)
+    metrics["strict"] = {"xstest_any_harm": xstest_metrics(xs_scores, xs_labels, strict)}
+    if len(te):
+        metrics["strict"]["test_sources_any"] = evaluate(_score_maps(test_scores), labels_te, strict)["any"]
     functional = load_functional_tests()
     if functional:
         fx_scores = score_texts(encoder, heads, [c["text"] for c in functional])
@@ -679,6 +710,8 @@ def train_heads(
         "spec": asdict(spec),
         "thresholds": thresholds,
         "threshold_rule": spec.threshold_rule,
+        "threshold_sets": {"strict": strict},
+        "threshold_set_rules": {"strict": STRICT_RULE.format(fpr=spec.strict_benign_fpr)},
         "calibration": {
             "method": "Platt scaling per category fitted on the random validation split, folded into "
             "weight and bias",

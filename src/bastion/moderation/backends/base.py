@@ -63,6 +63,11 @@ class ModerationBackend(ABC):
         """Flag thresholds shipped with the backend's model (0.5 unless it knows better)."""
         return dict.fromkeys(CATEGORY_KEYS, 0.5)
 
+    @property
+    def threshold_sets(self) -> dict[str, dict[str, float]]:
+        """Named alternative thresholds shipped with the model (e.g. `strict`); none by default."""
+        return {}
+
     def describe(self) -> dict[str, Any]:
         """What produced the scores (plugin, options, model hashes): recorded in reports."""
         return {"plugin": self.plugin_name, "options": self.options.model_dump(mode="json")}

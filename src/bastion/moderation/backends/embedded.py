@@ -288,6 +288,15 @@ class EmbeddedBackend(ModerationBackend):
         """Thresholds chosen on validation data at training time (see the card's `threshold_rule`)."""
         return self.heads.thresholds
 
+    @property
+    def threshold_sets(self) -> dict[str, dict[str, float]]:
+        """The card's alternative threshold sets (see its `threshold_set_rules`), each over 13 categories."""
+        sets = self.heads.card.get("threshold_sets", {})
+        return {
+            name: {k: float(values.get(k, self.heads.thresholds[k])) for k in CATEGORY_KEYS}
+            for name, values in sets.items()
+        }
+
     def describe(self) -> dict[str, Any]:
         """Plugin, options, runtime, heads sha256, encoder fingerprint, data hashes behind the heads."""
         card = self.heads.card
