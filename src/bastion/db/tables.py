@@ -348,9 +348,7 @@ class FindingEventRow(Base):
     __tablename__ = "redteam_finding_events"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    finding_id: Mapped[str] = mapped_column(
-        String(32), ForeignKey("redteam_findings.id", ondelete="CASCADE")
-    )
+    finding_id: Mapped[str] = mapped_column(String(32), ForeignKey("redteam_findings.id", ondelete="CASCADE"))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     actor: Mapped[str] = mapped_column(String(64))
     action: Mapped[str] = mapped_column(String(16))
@@ -369,9 +367,7 @@ class FindingCommentRow(Base):
     __tablename__ = "redteam_finding_comments"
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
-    finding_id: Mapped[str] = mapped_column(
-        String(32), ForeignKey("redteam_findings.id", ondelete="CASCADE")
-    )
+    finding_id: Mapped[str] = mapped_column(String(32), ForeignKey("redteam_findings.id", ondelete="CASCADE"))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     author: Mapped[str] = mapped_column(String(64))
     body: Mapped[str] = mapped_column(Text)
