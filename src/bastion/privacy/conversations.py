@@ -7,7 +7,8 @@ message. The purge removes a conversation everywhere: its rows and ciphertexts, 
 to it, its entries in training-export manifests (and its lines in the export files still on disk), and
 whatever a registered purge hook derived from it. Times come from an injected clock.
 
-The gateway hands every answered exchange to `StoringSink`, which writes it from a background thread.
+The gateway hands every answered exchange to `StoringSink`, which writes it from a background thread,
+together with the exchanges queued meanwhile (one transaction per batch).
 Chat requests are stateless (each repeats the history), so an exchange continues the owner's conversation
 whose stored messages are a prefix of the request's: each conversation keeps an HMAC (under the owner's
 data key) of its messages so far, and the training opt-out in force is snapshotted when it starts.
