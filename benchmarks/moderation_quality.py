@@ -7,11 +7,11 @@ Measured in one run, on the same texts, for each system:
 
 - held-out quality on the *test sources* (`TrainSpec.test_sources`: whole data sets and RTP-LX locales
   that the shipped heads never trained on, calibrated on or tuned thresholds on): any-harm AUPRC and
-  AUPRC per category. Texts are cut to `max_train_chars` and embedded as in training (the embedding
-  cache is reused). The previous heads (`benchmarks/baselines/embedded_v1`) *were* trained on these
-  sources, so the comparison flatters them; a fair line compares, on the five whole test data sets only,
-  the v1 recipe retrained without them (`baselines/embedded_v1_recipe_heldout`); alt-profanity-check
-  gives one any-harm score;
+  AUPRC per category. Texts are cut to `max_train_chars` and scored as served (max over windows and
+  sentences). The previous shipped model (`benchmarks/baselines/embedded_v2`: the same recipe on
+  all-MiniLM-L6-v2 itself, held out the same way) is embedded with its own encoder; a second line compares,
+  on the five whole test data sets only, the first shipped recipe retrained without them
+  (`baselines/embedded_v1_recipe_heldout`); alt-profanity-check gives one any-harm score;
 - XSTest (never trained or tuned on): share of the 250 safe prompts flagged and of the 200 unsafe
   prompts caught, each system at its own thresholds (alt-profanity-check at 0.5), texts served whole
   (max over 256-token windows);
@@ -39,19 +39,17 @@ from bastion.moderation.datasets import load_all, load_xstest
 from bastion.moderation.evaluate import evaluate, functional_report, load_functional_tests
 from bastion.moderation.heads import HeadParams
 from bastion.moderation.train import (
-    EmbeddingCache,
     TrainSpec,
     bundled_encoder,
     default_artifacts_dir,
-    embed_texts,
     is_test_source,
-    predict,
+    score_texts,
     select_rows,
     xstest_metrics,
 )
 
 BASELINES = Path(__file__).resolve().parent / "baselines"
-BASELINE = BASELINES / "embedded_v1"
+BASELINE = BASELINES / "embedded_v2"
 FAIR_BASELINE = BASELINES / "embedded_v1_recipe_heldout"
 FAIR_SOURCES = ("convabuse", "fox-news", "mlma", "simplesafetytests", "harmbench")
 
@@ -78,11 +76,9 @@ class Embedder:
             self._encoders[str(path)] = Encoder(path)
         return self._encoders[str(path)]
 
-    def texts(self, folder: Path, texts: list[str]) -> np.ndarray:
-        """One embedding per text (first 256 tokens; what training saw), cached on disk."""
-        encoder = self.encoder(folder)
-        cache = EmbeddingCache(self.settings.cache_dir("embeddings", encoder.fingerprint[:16]))
-        return embed_texts(encoder, texts, cache)
+    def scores(self, folder: Path, heads: HeadParams, texts: list[str]) -> np.ndarray:
+        """Scores as served: max over each text's windows and sentences (`train.score_texts`)."""
+        return score_texts(self.encoder(folder), heads, texts)
 
 
 def _ratio(a: float | None, b: float | None) -> str:
@@ -113,13 +109,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     rows = select_rows(load_all(settings.data_dir).rows, spec, random.Random(args.seed))
     test = [r for r in rows if is_test_source(r.source, spec)]
     texts = [r.text[: spec.max_train_chars] for r in test]
-    x = {name: embedder.texts(folder, texts) for name, folder in folders.items()}
+    served = {name: embedder.scores(folders[name], systems[name][0], texts) for name in folders}
     labels = [r.labels for r in test]
     held: dict[str, Any] = {}
-    for name, (heads, thr) in systems.items():
-        held[name] = evaluate(
-            [dict(zip(CATEGORY_KEYS, s, strict=True)) for s in predict(x[name], heads)], labels, thr
-        )
+    for name, (_, thr) in systems.items():
+        held[name] = evaluate([dict(zip(CATEGORY_KEYS, s, strict=True)) for s in served[name]], labels, thr)
     prof = np.asarray(predict_prob(texts), dtype=np.float64)
     held["alt-profanity-check"] = evaluate(
         [dict.fromkeys(CATEGORY_KEYS, float(p)) for p in prof], labels, dict.fromkeys(CATEGORY_KEYS, 0.5)
@@ -128,24 +122,21 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     xs_texts, xs_labels, _ = load_xstest(settings.data_dir)
     xs: dict[str, Any] = {}
     for name, (heads, thr) in systems.items():
-        xs_chunks = embedder.encoder(folders[name]).encode_chunks(xs_texts)
-        scores, _ = xs_chunks.pool_max(predict(xs_chunks.embeddings, heads), len(xs_texts))
-        xs[name] = xstest_metrics(np.asarray(scores, dtype=np.float64), xs_labels, thr)
+        xs[name] = xstest_metrics(embedder.scores(folders[name], heads, xs_texts), xs_labels, thr)
     xs_prof = np.asarray(predict_prob(xs_texts), dtype=np.float64)[:, None].repeat(len(CATEGORY_KEYS), 1)
     xs["alt-profanity-check"] = xstest_metrics(xs_prof, xs_labels, dict.fromkeys(CATEGORY_KEYS, 0.5))
 
     cases = load_functional_tests()
     fx: dict[str, Any] = {}
     for name, (heads, thr) in systems.items():
-        fx_chunks = embedder.encoder(folders[name]).encode_chunks([c["text"] for c in cases])
-        scores, _ = fx_chunks.pool_max(predict(fx_chunks.embeddings, heads), len(cases))
+        scores = embedder.scores(folders[name], heads, [c["text"] for c in cases])
         fx[name] = functional_report(cases, [dict(zip(CATEGORY_KEYS, s, strict=True)) for s in scores], thr)
     fx_prof = predict_prob([c["text"] for c in cases])
     fx["alt-profanity-check"] = functional_report(cases, [{"hate": float(p)} for p in fx_prof], {"hate": 0.5})
 
     names = ["shipped", "previous", "alt-profanity-check"]
     print(f"held-out test sources: {len(test)} texts from {', '.join(spec.test_sources)}")
-    print("  (the previous heads were trained on these sources; alt-profanity-check scores any-harm only)")
+    print("  (previous = the last shipped model, held out the same way; alt-profanity-check: any-harm only)")
     print(f"{'category':26s}{'shipped':>9s}{'previous':>10s}{'profanity':>11s}{'vs prev':>9s}{'vs prof':>9s}")
     for key in [*CATEGORY_KEYS, "any"]:
         a, b = held["shipped"][key]["auprc"], held["previous"][key]["auprc"]
@@ -154,9 +145,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     fair_idx = [i for i, r in enumerate(test) if r.source in FAIR_SOURCES]
     fair_heads, fair_thr = load_heads(FAIR_BASELINE)
     fair: dict[str, Any] = {}
-    fair_x = {"shipped": x["shipped"][fair_idx], "v1 recipe": embedder.texts(FAIR_BASELINE, texts)[fair_idx]}
-    for name, (heads, thr) in {"shipped": systems["shipped"], "v1 recipe": (fair_heads, fair_thr)}.items():
-        scores = predict(fair_x[name], heads)
+    fair_texts = [texts[i] for i in fair_idx]
+    fair_scores = {
+        "shipped": served["shipped"][fair_idx],
+        "v1 recipe": embedder.scores(FAIR_BASELINE, fair_heads, fair_texts),
+    }
+    for name, (_, thr) in {"shipped": systems["shipped"], "v1 recipe": (fair_heads, fair_thr)}.items():
+        scores = fair_scores[name]
         fair[name] = evaluate(
             [dict(zip(CATEGORY_KEYS, s, strict=True)) for s in scores], [labels[i] for i in fair_idx], thr
         )

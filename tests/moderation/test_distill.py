@@ -14,6 +14,7 @@ from bastion.core.settings import BackendSpec, load_settings
 from bastion.moderation.backends.base import create_backend
 from bastion.moderation.distill import DistillSpec, distill_encoder, student_from
 from bastion.moderation.encoder import Encoder, resolve_model_path
+from bastion.moderation.train import default_artifacts_dir
 
 
 @pytest.fixture(scope="module")
@@ -72,3 +73,36 @@ def test_distill_cli_rejects_bad_layers() -> None:
     result = CliRunner().invoke(app, ["moderation", "distill", "--layers", "a,b"])
     assert result.exit_code == 1
     assert "--layers must be comma-separated integers" in result.output
+
+
+def test_task_fine_tuning_starts_from_a_student_and_moves_it(
+    student: tuple[Path, dict], tmp_path: Path
+) -> None:
+    from safetensors.numpy import load_file
+
+    folder, _ = student
+    spec = DistillSpec(
+        epochs=1,
+        batch_size=16,
+        learning_rate=5e-4,
+        max_texts=32,
+        task_weight=1.0,
+        start_from=str(folder),
+        heads_from=str(default_artifacts_dir()),
+    )
+    record = distill_encoder(load_settings(), tmp_path / "tuned", spec=spec, sources=["seed"])
+    assert record["spec"]["task_weight"] == 1.0 and record["spec"]["start_from"] == str(folder)
+    before = load_file(str(folder / "model.safetensors"))
+    after = load_file(str(tmp_path / "tuned" / "model.safetensors"))
+    assert json.loads((tmp_path / "tuned" / "config.json").read_text())["num_hidden_layers"] == 2
+    assert any(not np.array_equal(before[k], after[k]) for k in before)
+
+
+def test_a_missing_start_encoder_is_a_config_error(student: tuple[Path, dict], tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot load the encoder"):
+        distill_encoder(
+            load_settings(),
+            tmp_path / "x",
+            spec=DistillSpec(max_texts=8, task_weight=1.0, start_from=str(tmp_path / "missing")),
+            sources=["seed"],
+        )

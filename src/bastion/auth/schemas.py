@@ -7,14 +7,15 @@ from datetime import datetime
 from pydantic import BaseModel, Field
 
 from bastion.auth.keys import Role
+from bastion.core.fields import PlainText
 
 
 class KeyCreate(BaseModel):
     """`POST /v1/keys` body."""
 
     role: Role
-    name: str = Field("", max_length=200)
-    user_id: str | None = Field(
+    name: PlainText = Field("", max_length=200)
+    user_id: PlainText | None = Field(
         None, description="The account the key belongs to; default: a new user of its own."
     )
 

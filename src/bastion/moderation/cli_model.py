@@ -148,10 +148,10 @@ def distill(
     layers: Annotated[
         str, typer.Option(help="Teacher layers the student keeps, comma-separated 0-based indices.")
     ] = "0,2,4",
-    epochs: Annotated[int, typer.Option(min=1, max=50, help="Passes over the training texts.")] = 3,
+    epochs: Annotated[int, typer.Option(min=1, max=50, help="Passes over the training texts.")] = 1,
     max_texts: Annotated[
-        int | None, typer.Option(min=1, help="Use at most this many training texts (quick runs).")
-    ] = None,
+        int, typer.Option(min=1, help="Use at most this many training texts (a seeded sample).")
+    ] = 16000,
     seed: Annotated[int, typer.Option(help="Random seed for sampling, batches and initialisation.")] = 0,
     json_output: Annotated[bool, typer.Option("--json", help="Print the run's record as JSON.")] = False,
 ) -> None:

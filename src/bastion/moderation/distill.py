@@ -23,8 +23,17 @@ import numpy as np
 
 from bastion.core.errors import ConfigError
 from bastion.core.settings import Settings
-from bastion.moderation.datasets import load_all
-from bastion.moderation.train import EmbeddingCache, TrainSpec, embed_texts, is_test_source, select_rows
+from bastion.core.taxonomy import CATEGORY_KEYS
+from bastion.moderation.datasets import LabeledText, load_all
+from bastion.moderation.heads import HeadParams
+from bastion.moderation.train import (
+    EmbeddingCache,
+    TrainSpec,
+    embed_texts,
+    is_test_source,
+    label_arrays,
+    select_rows,
+)
 
 Progress = Callable[[str, int, int], None]
 
@@ -44,12 +53,15 @@ class DistillSpec:
     """Everything that decides the student (recorded in `distill.json` beside its weights)."""
 
     layers: tuple[int, ...] = (0, 2, 4)
-    epochs: int = 2
+    epochs: int = 1
     batch_size: int = 32
     learning_rate: float = 1e-4
     warmup_fraction: float = 0.05
     max_length: int = 128
-    max_texts: int | None = None
+    max_texts: int | None = 16000
+    task_weight: float = 0.0
+    start_from: str | None = None
+    heads_from: str | None = None
 
 
 def student_from(teacher_path: Path, layers: Sequence[int]) -> Any:
@@ -64,6 +76,15 @@ def student_from(teacher_path: Path, layers: Sequence[int]) -> Any:
     model.encoder.layer = torch.nn.ModuleList([blocks[i] for i in layers])
     model.config.num_hidden_layers = len(layers)
     return model.float()
+
+
+def _load_student(path: Path) -> Any:
+    import transformers
+
+    try:
+        return transformers.AutoModel.from_pretrained(str(path), local_files_only=True).float()
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"cannot load the encoder to start from at {path}: {exc}") from exc
 
 
 def pooled(model: Any, ids: Any, mask: Any) -> Any:
@@ -117,7 +138,10 @@ def distill_encoder(
         for r in select_rows(load_all(settings.data_dir, sources).rows, train_spec, random.Random(seed))
         if not is_test_source(r.source, train_spec)
     ]
-    texts = sorted({r.text[: train_spec.max_train_chars] for r in rows})
+    by_text: dict[str, LabeledText] = {}
+    for r in rows:
+        by_text.setdefault(r.text[: train_spec.max_train_chars], r)
+    texts = sorted(by_text)
     rng.shuffle(texts)
     if spec.max_texts is not None:
         texts = texts[: spec.max_texts]
@@ -136,9 +160,28 @@ def distill_encoder(
         for i in range(len(texts))
     ]
     pad_id = teacher.tokenizer.pad_id
-    student = student_from(teacher_dir, spec.layers)
+    student = (
+        _load_student(Path(spec.start_from)) if spec.start_from else student_from(teacher_dir, spec.layers)
+    )
     student.train()
-    optimizer = torch.optim.AdamW(student.parameters(), lr=spec.learning_rate, weight_decay=0.01)
+    params = list(student.parameters())
+    head = None
+    if spec.task_weight > 0:
+        # Multi-label task loss through a linear head (started from trained heads when given), masked
+        # where a source is silent: the encoder learns the categories while the distillation term keeps
+        # it near the teacher.
+        head = torch.nn.Linear(int(student.config.hidden_size), len(CATEGORY_KEYS))
+        if spec.heads_from:
+            init = HeadParams.load(Path(spec.heads_from) / "heads.npz")
+            if init.hidden_weight is not None:
+                raise ConfigError("task fine-tuning starts from logistic heads only")
+            with torch.no_grad():
+                head.weight.copy_(torch.from_numpy(init.weight))
+                head.bias.copy_(torch.from_numpy(init.bias))
+        params += list(head.parameters())
+        y_np, m_np = label_arrays([by_text[t] for t in texts])
+        labels, known = torch.from_numpy(y_np), torch.from_numpy(m_np)
+    optimizer = torch.optim.AdamW(params, lr=spec.learning_rate, weight_decay=0.01)
     plan = [_batches([len(e) for e in encoded], spec.batch_size, rng) for _ in range(spec.epochs)]
     total = sum(len(p) for p in plan)
     warmup = max(1, int(total * spec.warmup_fraction))
@@ -160,6 +203,11 @@ def distill_encoder(
                 mask[row, : len(encoded[i])] = 1
             out = pooled(student, ids, mask)
             loss = (1.0 - (out * targets[batch]).sum(1)).mean()
+            if head is not None:
+                bce = torch.nn.functional.binary_cross_entropy_with_logits(
+                    head(out), labels[batch], weight=known[batch], reduction="sum"
+                ) / known[batch].sum().clamp(min=1.0)
+                loss = loss + spec.task_weight * bce
             optimizer.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(student.parameters(), 1.0)
@@ -176,6 +224,11 @@ def distill_encoder(
     for name in TOKENIZER_FILES:
         if (teacher_dir / name).is_file():
             shutil.copy2(teacher_dir / name, output_dir / name)
+    # Served windows are as long as the texts the student learned on.
+    (output_dir / "sentence_bert_config.json").write_text(
+        json.dumps({"max_seq_length": spec.max_length, "do_lower_case": False}, indent=2) + "\n",
+        encoding="utf-8",
+    )
     record = {
         "teacher": str(teacher_dir),
         "teacher_fingerprint": model_fingerprint(str(teacher_dir)),

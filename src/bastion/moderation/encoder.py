@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import os
+import re
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -161,21 +162,53 @@ class WindowTokenizer:
         pads = [self._tokenizer.token_to_id(token) for token in ("[PAD]", "<pad>")]
         self.pad_id = next((int(p) for p in pads if p is not None), 0)
 
-    def windows(self, texts: Sequence[str]) -> Windows:
-        """Every window of every text (texts must be sanitised)."""
+    def windows(self, texts: Sequence[str], sentences: bool = False) -> Windows:
+        """Every window of every text (texts must be sanitised). With `sentences`, a text of two or more
+        sentences also gets each sentence's own windows, so that one harmful sentence is not averaged
+        away by the text around it (mean pooling dilutes it)."""
         if len(texts) == 1:
             encodings = [self._tokenizer.encode(texts[0])]
         else:
             encodings = self._tokenizer.encode_batch(list(texts))
+        parts: list[tuple[int, int, int]] = []  # (text, start, end) of each sentence scored on its own
+        if sentences:
+            for t, text in enumerate(texts):
+                found = sentence_spans(text)
+                if len(found) > 1:
+                    parts += [(t, start, end) for start, end in found]
+        extra: dict[int, list[tuple[int, Any]]] = {}
+        if parts:
+            sentence_encodings = self._tokenizer.encode_batch([texts[t][a:b] for t, a, b in parts])
+            for (t, start, _), encoding in zip(parts, sentence_encodings, strict=True):
+                extra.setdefault(t, []).append((start, encoding))
         ids: list[list[int]] = []
         owner: list[int] = []
         spans: list[tuple[int, int]] = []
         for t, encoding in enumerate(encodings):
-            for window in (encoding, *encoding.overflowing):
-                ids.append(window.ids)
-                owner.append(t)
-                spans.append(_span(window.offsets))
+            for shift, enc in [(0, encoding), *extra.get(t, [])]:
+                for window in (enc, *enc.overflowing):
+                    ids.append(window.ids)
+                    owner.append(t)
+                    a, b = _span(window.offsets)
+                    spans.append((a + shift, b + shift) if b > a else (a, b))
         return Windows(ids, np.asarray(owner, dtype=np.int64), spans)
+
+
+SENTENCE_END = re.compile(r"(?<=[.!?;。！？；])\s+|\n+")
+
+
+def sentence_spans(text: str) -> list[tuple[int, int]]:
+    """(start, end) of each non-blank sentence: cut after . ! ? ; (and CJK forms) followed by space, and
+    at line breaks."""
+    spans: list[tuple[int, int]] = []
+    start = 0
+    for match in SENTENCE_END.finditer(text):
+        if text[start : match.start()].strip():
+            spans.append((start, match.start()))
+        start = match.end()
+    if text[start:].strip():
+        spans.append((start, len(text)))
+    return spans
 
 
 def _span(offsets: list[tuple[int, int]]) -> tuple[int, int]:
@@ -214,12 +247,13 @@ class WindowEncoder(ABC):
     def _forward(self, input_ids: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """(pooled L2-normalised embeddings [n, dim], head probabilities [n, 13] or None) for one batch."""
 
-    def encode_chunks(self, texts: Sequence[str]) -> ChunkedEmbeddings:
-        """Embed every window of every text (texts are sanitised first; nothing is truncated)."""
+    def encode_chunks(self, texts: Sequence[str], sentences: bool = True) -> ChunkedEmbeddings:
+        """Embed every window of every text (texts are sanitised first; nothing is truncated); with
+        `sentences` (how texts are scored), each sentence of a longer text is a window too."""
         clean = [sanitize(t) for t in texts]
         if not clean:
             return ChunkedEmbeddings(np.zeros((0, self.dim), np.float32), np.zeros(0, np.int64), [])
-        windows = self.tokenizer.windows(clean)
+        windows = self.tokenizer.windows(clean, sentences=sentences)
         ids = windows.ids
         if len(ids) == 1:  # one short text: no sorting, no scatter
             emb, scores = self._forward(*pad_batch(ids, self.tokenizer.pad_id))
@@ -247,8 +281,8 @@ class WindowEncoder(ABC):
         ]
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
-        """One L2-normalised vector per text (the mean of its windows, renormalised)."""
-        return self.encode_chunks(texts).mean_per_text(len(texts))
+        """One L2-normalised vector per text (the mean of its windows, renormalised; no sentence windows)."""
+        return self.encode_chunks(texts, sentences=False).mean_per_text(len(texts))
 
 
 def window_settings(path: Path, model_max: int, max_length: int | None, stride: int) -> int:

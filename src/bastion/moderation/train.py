@@ -1,4 +1,4 @@
-"""Training of the embedded backend's heads: frozen MiniLM embeddings, one calibrated head per category.
+"""Training of the embedded backend's heads: frozen encoder embeddings, one calibrated head per category.
 
 Steps (all seeded):
 1. load every source (`datasets.load_all`), cap the large ones (rows positive for a thin category are kept
@@ -601,7 +601,10 @@ def train_heads(
     scale, shift = fit_platt(raw.logits(x[val_idx]), y[val_idx], mask[val_idx])
     heads = raw.calibrated(scale, shift)
     step("final heads", 1, 1)
-    val_scores = predict(x[val_idx], heads)
+    # Thresholds and reported metrics use scores as served (max over windows and sentences, parents
+    # lifted: `score_texts`); the heads and their calibration are fitted on whole-text embeddings.
+    train_texts = [texts[i] for i in tr]
+    val_scores = score_texts(encoder, heads, [train_texts[i] for i in val_idx])
     thresholds = choose_thresholds(
         val_scores, y[val_idx], mask[val_idx], spec.precision_target, spec.min_threshold
     )
@@ -609,7 +612,7 @@ def train_heads(
     strict = strict_thresholds(val_scores, benign_val, thresholds, spec.strict_benign_fpr, spec.min_threshold)
     metrics: dict[str, Any] = {}
     calibration: dict[str, Any] = {}
-    rt_scores = predict(x[rt_idx], heads)
+    rt_scores = score_texts(encoder, heads, [train_texts[i] for i in rt_idx])
     labels_rt = [labels_tr[i] for i in rt_idx]
     metrics["random_test"] = evaluate(_score_maps(rt_scores), labels_rt, thresholds)
     calibration["random_test"] = calibration_errors(rt_scores, labels_rt)
@@ -639,7 +642,7 @@ def train_heads(
     # Test sources: never trained on, never used for calibration or thresholds.
     if len(te):
         test_rows = [rows[i] for i in te]
-        test_scores = predict(x_all[te], heads)
+        test_scores = score_texts(encoder, heads, [texts[i] for i in te])
         labels_te = [r.labels for r in test_rows]
         metrics["test_sources"] = evaluate(_score_maps(test_scores), labels_te, thresholds)
         calibration["test_sources"] = calibration_errors(test_scores, labels_te)
@@ -776,6 +779,39 @@ def _rate(entry: dict[str, Any]) -> str:
     return f"{entry['positives'] / entry['n']:.3f}" if entry.get("n") else "–"
 
 
+def _encoder_words(card: dict[str, Any]) -> str:
+    distilled = card["encoder"].get("distilled")
+    if not distilled:
+        return "all-MiniLM-L6-v2, frozen"
+    spec = distilled["spec"]
+    return (
+        f"layers {list(spec['layers'])} of all-MiniLM-L6-v2 distilled to reproduce its embeddings on "
+        f"{distilled['texts']} training texts by `bastion moderation distill`, then frozen"
+    )
+
+
+def _strict_lines(card: dict[str, Any]) -> list[str]:
+    strict = card["metrics"].get("strict")
+    if not strict:
+        return []
+    xs, test = strict["xstest_any_harm"], strict.get("test_sources_any")
+    lines = [
+        "",
+        "With the `strict` thresholds (the gateway's default; "
+        f"{card.get('threshold_set_rules', {}).get('strict', '')}): "
+        f"{_cell(xs['safe_flagged_rate'])} of the safe prompts flagged, {_cell(xs['unsafe_recall'])} of the "
+        "unsafe caught.",
+    ]
+    if test:
+        default = card["metrics"]["test_sources"]["any"]
+        lines[-1] += (
+            f" On the test sources, any-harm precision {_cell(test['precision'])} and recall "
+            f"{_cell(test['recall'])} (default thresholds: {_cell(default['precision'])} and "
+            f"{_cell(default['recall'])})."
+        )
+    return lines
+
+
 def model_card_markdown(card: dict[str, Any]) -> str:
     """The human-readable model card (MODEL_CARD.md) for a training card."""
     m = card["metrics"]
@@ -822,11 +858,12 @@ def model_card_markdown(card: dict[str, Any]) -> str:
         f"Any-harm AUPRC {_cell(xs['auprc'])}; at the shipped thresholds "
         f"{_cell(xs['safe_flagged_rate'])} of the 250 safe prompts are flagged and "
         f"{_cell(xs['unsafe_recall'])} of the 200 unsafe prompts caught.",
+        *_strict_lines(card),
         "",
         "## Languages (RTP-LX): any-harm AUPRC",
         "",
         "Most RTP-LX prompts are toxic, so the any-harm base rate is ~0.8: compare AUPRC with it, and read "
-        "ROC-AUC (0.5 = chance). Outside English the frozen MiniLM encoder is near chance on any-harm.",
+        "ROC-AUC (0.5 = chance). Outside English the encoder is near chance on any-harm.",
         "",
         "| locale | AUPRC | base rate | ROC-AUC | positives / n | how held out |",
         "|---|---|---|---|---|---|",
@@ -857,8 +894,9 @@ def model_card_markdown(card: dict[str, Any]) -> str:
         "",
         "## Known limits",
         "",
-        "- The encoder is frozen all-MiniLM-L6-v2 (English-only in practice): on RTP-LX locales other than "
-        "English any-harm ROC-AUC is about 0.4–0.65, i.e. near chance; do not rely on it outside English.",
+        f"- The encoder ({card['encoder']['name']}; {_encoder_words(card)}) is English-only in practice: on "
+        "RTP-LX locales other than English any-harm ROC-AUC is about 0.3–0.7, i.e. near chance; do not rely "
+        "on it outside English.",
         "- Source-held-out numbers are far below random-split numbers: on data unlike the training sources "
         "expect the source-held-out column, not the random one.",
         "- Several sources label the topic of a request rather than harm (AILuminate, AART, CatQA), C-SSRS "

@@ -7,6 +7,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from bastion.core.fields import PlainText
+
 
 class MessageOut(BaseModel):
     """A stored message, decrypted for its owner (or a safety reviewer)."""
@@ -107,7 +109,7 @@ class OrgCreate(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(min_length=1, max_length=200)
+    name: PlainText = Field(min_length=1, max_length=200)
     plan: Literal["free", "team", "enterprise"] = "team"
     training_opt_out: bool | None = Field(None, description="Default: true for enterprise, else false.")
 
@@ -127,8 +129,8 @@ class UserCreate(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field("", max_length=200)
-    org_id: str | None = Field(None, description="Default: the default organisation.")
+    name: PlainText = Field("", max_length=200)
+    org_id: PlainText | None = Field(None, description="Default: the default organisation.")
 
 
 class UserOut(BaseModel):

@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from bastion.core.fields import PlainText
 from bastion.core.records import Finding, FindingStatus, Message, Severity
 from bastion.core.taxonomy import CATEGORY_KEYS
 
@@ -16,7 +17,9 @@ class FindingCreate(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    summary: str = Field(min_length=1, max_length=500, description="One line: what the model did wrong.")
+    summary: PlainText = Field(
+        min_length=1, max_length=500, description="One line: what the model did wrong."
+    )
     category: str = Field(description="One of the 13 taxonomy keys, e.g. 'illicit/violent'.")
     severity: Severity = Field(description="low, medium, high or critical.")
     conversation: list[Message] = Field(
@@ -24,8 +27,8 @@ class FindingCreate(BaseModel):
         max_length=200,
         description="The exchange that shows it, in order; at least one user message.",
     )
-    target: str = Field("", max_length=200, description="The model or target that answered.")
-    reproduction: str = Field(
+    target: PlainText = Field("", max_length=200, description="The model or target that answered.")
+    reproduction: PlainText = Field(
         "", max_length=20_000, description="How to reproduce: steps, settings, sampling parameters."
     )
 
@@ -50,7 +53,7 @@ class TriageRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     status: FindingStatus = Field(description="The new status.")
-    reason: str | None = Field(
+    reason: PlainText | None = Field(
         None, max_length=5_000, description="Why; required when the status is wont_fix."
     )
 
@@ -60,7 +63,7 @@ class CommentCreate(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    body: str = Field(min_length=1, max_length=10_000)
+    body: PlainText = Field(min_length=1, max_length=10_000)
 
 
 class Comment(BaseModel):
