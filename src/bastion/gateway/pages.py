@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 from fastapi.responses import HTMLResponse
 
-from bastion.web.pages import STATIC
+from bastion.web.pages import page
 
 router = APIRouter(include_in_schema=False)
 
@@ -13,4 +13,13 @@ router = APIRouter(include_in_schema=False)
 @router.get("/chat", response_class=HTMLResponse)
 def chat_page() -> HTMLResponse:
     """The chat UI."""
-    return HTMLResponse((STATIC / "chat.html").read_text(encoding="utf-8"))
+    return HTMLResponse(
+        page(
+            "chat",
+            "Chat",
+            path="/chat",
+            subtitle="Chat through the safety gateway",
+            styles=("chat",),
+            script="chat",
+        )
+    )

@@ -12,7 +12,7 @@ from fastapi import APIRouter
 from fastapi.responses import HTMLResponse
 
 from bastion.core.taxonomy import CATEGORIES
-from bastion.web.pages import STATIC
+from bastion.web.pages import page
 
 router = APIRouter(include_in_schema=False)
 PLACEHOLDER = "<!-- CATEGORY_OPTIONS -->"
@@ -25,7 +25,14 @@ def _page() -> str:
         f'<option value="{escape(c.key)}" title="{escape(c.definition)}">{escape(c.key)}</option>'
         for c in CATEGORIES
     )
-    return (STATIC / "findings.html").read_text(encoding="utf-8").replace(PLACEHOLDER, options)
+    return page(
+        "findings",
+        "Red team findings",
+        path="/redteam/findings",
+        styles=("findings",),
+        script="findings",
+        replacements={PLACEHOLDER: options},
+    )
 
 
 @router.get("/redteam/findings", response_class=HTMLResponse)
