@@ -42,7 +42,8 @@ def page(
     links = "\n".join(
         f'  <link rel="stylesheet" href="/static/{escape(s)}.css">' for s in ("playground", *styles)
     )
-    script_tag = f'\n  <script src="/static/{escape(script)}.js" defer></script>' if script else ""
+    scripts = ("common", script) if script else ("common",)
+    script_tag = "".join(f'\n  <script src="/static/{escape(name)}.js" defer></script>' for name in scripts)
     nav = "\n".join(
         f'      <a href="{href}">{escape(label)}</a>' for href, label in NAVIGATION if href != path
     )

@@ -13,15 +13,7 @@
   const transcript = $("transcript");
   const history = [];
 
-  function storageGet(name) {
-    try { return window.localStorage.getItem(name) || ""; } catch (_err) { return ""; }
-  }
-  function storageSet(name, value) {
-    try {
-      if (value) window.localStorage.setItem(name, value);
-      else window.localStorage.removeItem(name);
-    } catch (_err) { /* not remembered */ }
-  }
+  const { storageGet, storageSet } = window.Bastion;
   function headers() {
     const h = { "Content-Type": "application/json", Accept: "text/event-stream" };
     const key = keyInput.value.trim();

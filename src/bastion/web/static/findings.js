@@ -16,15 +16,7 @@
   const keyInput = $("api-key");
   let current = null; // the finding shown in the detail pane
 
-  function storageGet(name) {
-    try { return window.localStorage.getItem(name) || ""; } catch (_err) { return ""; }
-  }
-  function storageSet(name, value) {
-    try {
-      if (value) window.localStorage.setItem(name, value);
-      else window.localStorage.removeItem(name);
-    } catch (_err) { /* not remembered */ }
-  }
+  const { storageGet, storageSet } = window.Bastion;
   function element(tag, className, text) {
     const node = document.createElement(tag);
     if (className) node.className = className;

@@ -16,22 +16,7 @@
   const errorBox = $("error");
   const resultPanel = $("result-panel");
 
-  function storageGet(name) {
-    try {
-      return window.localStorage.getItem(name) || "";
-    } catch (_err) {
-      return "";
-    }
-  }
-
-  function storageSet(name, value) {
-    try {
-      if (value) window.localStorage.setItem(name, value);
-      else window.localStorage.removeItem(name);
-    } catch (_err) {
-      /* storage disabled: the key simply is not remembered */
-    }
-  }
+  const { storageGet, storageSet } = window.Bastion;
 
   function headers() {
     const h = { "Content-Type": "application/json", Accept: "application/json" };

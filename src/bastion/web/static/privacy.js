@@ -7,15 +7,7 @@
   const keyInput = $("api-key");
   const optOut = $("opt-out");
 
-  function storageGet(name) {
-    try { return window.localStorage.getItem(name) || ""; } catch (_err) { return ""; }
-  }
-  function storageSet(name, value) {
-    try {
-      if (value) window.localStorage.setItem(name, value);
-      else window.localStorage.removeItem(name);
-    } catch (_err) { /* not remembered */ }
-  }
+  const { storageGet, storageSet } = window.Bastion;
   function headers(json) {
     const h = {};
     if (json) h["Content-Type"] = "application/json";

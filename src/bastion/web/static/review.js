@@ -6,15 +6,7 @@
   const $ = (id) => document.getElementById(id);
   const keyInput = $("api-key");
 
-  function storageGet(name) {
-    try { return window.localStorage.getItem(name) || ""; } catch (_err) { return ""; }
-  }
-  function storageSet(name, value) {
-    try {
-      if (value) window.localStorage.setItem(name, value);
-      else window.localStorage.removeItem(name);
-    } catch (_err) { /* not remembered */ }
-  }
+  const { storageGet, storageSet } = window.Bastion;
   function showError(message) { $("error-message").textContent = message; $("error").hidden = false; }
   function hideError() { $("error").hidden = true; }
   function element(tag, className, text) {
