@@ -123,3 +123,24 @@ def test_other_local_encoder_folder_is_accepted(tmp_path: Path) -> None:
     with pytest.raises(ConfigError):
         Encoder(tmp_path)
     assert Encoder(default_model_path(), max_length=128).max_length == 128
+
+
+def test_a_harmful_sentence_after_a_benign_one_is_scored_on_its_own(backend: EmbeddedBackend) -> None:
+    benign = "Thanks for helping with the move last weekend, the new flat looks great."
+    harmful = "I want to end my life tonight, I have the pills ready."
+    (alone,) = backend.score([harmful])
+    (mixed,) = backend.score([f"{benign} {harmful}"])
+    hits = flagged(backend, mixed.scores) & {"self-harm", "self-harm/intent"}
+    assert hits
+    assert mixed.scores["self-harm"] >= alone.scores["self-harm"] - 1e-6
+    start, end = mixed.spans[next(iter(hits))][0]
+    assert (start, end) == (len(benign) + 1, len(benign) + 1 + len(harmful))
+
+
+def test_sentence_spans() -> None:
+    from bastion.moderation.encoder import sentence_spans
+
+    text = "One. Two?  Three!\nFour; five 3.5 six\n\n  "
+    assert [text[a:b] for a, b in sentence_spans(text)] == ["One.", "Two?", "Three!", "Four;", "five 3.5 six"]
+    assert sentence_spans("   ") == []
+    assert sentence_spans("no end") == [(0, 6)]
