@@ -153,6 +153,19 @@ def distill(
         int, typer.Option(min=1, help="Use at most this many training texts (a seeded sample).")
     ] = 16000,
     seed: Annotated[int, typer.Option(help="Random seed for sampling, batches and initialisation.")] = 0,
+    learning_rate: Annotated[float, typer.Option(min=1e-7, max=1e-2, help="AdamW learning rate.")] = 1e-4,
+    task_weight: Annotated[
+        float,
+        typer.Option(
+            min=0.0, help="Weight of the multi-label task loss beside the distillation loss (0: distil only)."
+        ),
+    ] = 0.0,
+    start_from: Annotated[
+        Path | None, typer.Option(help="Start from this encoder folder instead of the teacher's layers.")
+    ] = None,
+    heads_from: Annotated[
+        Path | None, typer.Option(help="Heads folder whose logistic heads start the task head.")
+    ] = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print the run's record as JSON.")] = False,
 ) -> None:
     """Distil a smaller encoder from MiniLM (then run `bastion moderation train` to fit heads on it)."""
@@ -167,7 +180,15 @@ def distill(
     target = output_dir or default_artifacts_dir() / "encoder"
     try:
         settings = load_settings()
-        spec = DistillSpec(layers=kept, epochs=epochs, max_texts=max_texts)
+        spec = DistillSpec(
+            layers=kept,
+            epochs=epochs,
+            max_texts=max_texts,
+            learning_rate=learning_rate,
+            task_weight=task_weight,
+            start_from=str(start_from) if start_from else None,
+            heads_from=str(heads_from) if heads_from else None,
+        )
         with progress_bar(disabled=json_output) as progress:
             record = distill_encoder(settings, target, spec=spec, seed=seed, progress=progress)
     except BastionError as exc:

@@ -239,6 +239,9 @@ def distill_encoder(
         "loss_per_epoch": [round(v, 5) for v in losses],
         "training_seconds": round(time.monotonic() - started, 1),
     }
+    earlier = Path(spec.start_from) / "distill.json" if spec.start_from else None
+    if earlier is not None and earlier.is_file():
+        record["started_from"] = json.loads(earlier.read_text(encoding="utf-8"))
     (output_dir / "distill.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
     return record
 

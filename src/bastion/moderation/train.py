@@ -534,6 +534,13 @@ def _heads_record(heads: HeadParams) -> str:
     return "logistic" if heads.hidden_weight is None else f"one ReLU layer of {heads.weight.shape[1]}"
 
 
+def _layer_count(encoder_path: Path) -> int | str:
+    try:
+        return int(json.loads((Path(encoder_path) / "config.json").read_text())["num_hidden_layers"])
+    except (OSError, ValueError, KeyError):
+        return "?"
+
+
 def _distill_record(encoder_path: Path) -> dict[str, Any] | None:
     """The `distill.json` of a distilled encoder folder (see `distill`), or None."""
     file = Path(encoder_path) / "distill.json"
@@ -689,12 +696,13 @@ def train_heads(
     n_neg = {k: int(((y[:, j] == 0) & (mask[:, j] > 0)).sum()) for j, k in enumerate(CATEGORY_KEYS)}
     distilled = _distill_record(encoder.model_path)
     encoder_name = (
-        f"a {len(distilled['spec']['layers'])}-layer MiniLM distilled from all-MiniLM-L6-v2"
+        f"a {_layer_count(encoder.model_path)}-layer MiniLM distilled from all-MiniLM-L6-v2"
+        + (" and fine-tuned on the categories" if distilled["spec"].get("task_weight") else "")
         if distilled
-        else "frozen MiniLM"
+        else "frozen all-MiniLM-L6-v2"
     )
     card: dict[str, Any] = {
-        "model": f"bastion-embedded heads ({_heads_record(heads)}) on {encoder_name} embeddings, "
+        "model": f"bastion-embedded heads ({_heads_record(heads)}) on the embeddings of {encoder_name}, "
         "Platt-calibrated per category",
         "created_unix": int(time.time()),
         "seed": seed,
@@ -784,6 +792,12 @@ def _encoder_words(card: dict[str, Any]) -> str:
     if not distilled:
         return "all-MiniLM-L6-v2, frozen"
     spec = distilled["spec"]
+    if spec.get("task_weight"):
+        return (
+            "a student of all-MiniLM-L6-v2 fine-tuned by `bastion moderation distill "
+            f"--task-weight {spec['task_weight']}` on the category labels of {distilled['texts']} training "
+            "texts while still matching the teacher's embeddings, then frozen"
+        )
     return (
         f"layers {list(spec['layers'])} of all-MiniLM-L6-v2 distilled to reproduce its embeddings on "
         f"{distilled['texts']} training texts by `bastion moderation distill`, then frozen"
@@ -894,11 +908,18 @@ def model_card_markdown(card: dict[str, Any]) -> str:
         "",
         "## Known limits",
         "",
-        f"- The encoder ({card['encoder']['name']}; {_encoder_words(card)}) is English-only in practice: on "
+        f"- The encoder ({_encoder_words(card)}) is English-only in practice: on "
         "RTP-LX locales other than English any-harm ROC-AUC is about 0.3–0.7, i.e. near chance; do not rely "
         "on it outside English.",
         "- Source-held-out numbers are far below random-split numbers: on data unlike the training sources "
-        "expect the source-held-out column, not the random one.",
+        "expect the source-held-out column, not the random one."
+        + (
+            " The encoder itself was fine-tuned on the labels of every training source, so even the "
+            "source-held-out column is optimistic here: the test sources (never seen by the encoder or the "
+            "heads) are the honest figure."
+            if (card["encoder"].get("distilled") or {}).get("spec", {}).get("task_weight")
+            else ""
+        ),
         "- Several sources label the topic of a request rather than harm (AILuminate, AART, CatQA), C-SSRS "
         "labels users not posts, and AdvBench/DangerousQA use keyword rules: labels are noisy.",
         "- Thin categories (violence/graphic, self-harm/instructions, self-harm/intent, sexual/minors) rest "
