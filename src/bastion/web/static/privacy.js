@@ -97,13 +97,19 @@
     $("empty").hidden = body.data.length > 0;
   }
 
+  // Bumped by every opt-out change, so that a load that started before it cannot undo it on screen.
+  let optOutVersion = 0;
+  let loadedKey = null;
+
   async function load() {
     hideError();
-    if (!keyInput.value.trim()) { $("who").textContent = "Enter an API key to see your data."; return; }
+    loadedKey = keyInput.value.trim();
+    if (!loadedKey) { $("who").textContent = "Enter an API key to see your data."; return; }
+    const version = optOutVersion;
     try {
       const me = await api("GET", "/v1/me");
       $("who").textContent = `User ${me.user_id} in ${me.organization_id} (key ${me.key_id}, ${me.role}).`;
-      renderOptOut(me.training_opt_out);
+      if (version === optOutVersion) renderOptOut(me.training_opt_out);
       await loadConversations();
     } catch (err) {
       showError(err.message);
@@ -112,6 +118,7 @@
 
   optOut.addEventListener("change", async () => {
     hideError();
+    optOutVersion += 1;
     optOut.disabled = true;
     try {
       renderOptOut(await api("PUT", "/v1/me/training-opt-out", { opt_out: optOut.checked }));
@@ -141,7 +148,10 @@
   });
 
   keyInput.value = storageGet(KEY_STORAGE);
-  keyInput.addEventListener("change", () => { storageSet(KEY_STORAGE, keyInput.value.trim()); load(); });
+  keyInput.addEventListener("change", () => {
+    storageSet(KEY_STORAGE, keyInput.value.trim());
+    if (keyInput.value.trim() !== loadedKey) load(); // a blur after typing fires `change` again
+  });
   optOut.disabled = true;
   load();
 })();
