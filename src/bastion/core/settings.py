@@ -86,7 +86,7 @@ def _builtin_models() -> dict[str, ModerationModelSpec]:
     return {
         DEFAULT_MODERATION_MODEL: ModerationModelSpec(
             backends=[BackendSpec(plugin="embedded"), BackendSpec(plugin="lists")],
-            description="MiniLM encoder with trained per-category heads, plus block/allow lists.",
+            description="Distilled MiniLM encoder with trained per-category heads, plus block/allow lists.",
         ),
         "bastion-lists": ModerationModelSpec(
             backends=[BackendSpec(plugin="lists")],
