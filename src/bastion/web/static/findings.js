@@ -16,43 +16,19 @@
   const keyInput = $("api-key");
   let current = null; // the finding shown in the detail pane
 
-  const { storageGet, storageSet } = window.Bastion;
-  function element(tag, className, text) {
-    const node = document.createElement(tag);
-    if (className) node.className = className;
-    if (text !== undefined) node.textContent = text;
-    return node;
-  }
+  const { storageGet, storageSet, element, when, requestJson } = window.Bastion;
   function showError(message) {
     $("error-message").textContent = message;
     $("error").hidden = false;
   }
   function hideError() { $("error").hidden = true; }
-  function when(iso) {
-    const date = new Date(iso);
-    return isNaN(date) ? iso : date.toLocaleString();
-  }
   function statusLabel(status) { return LABEL[status] || status; }
 
-  // fetch the API with the pasted key; the parsed body, or throws Error with the envelope's message.
-  async function api(path, options) {
-    const headers = { Accept: "application/json" };
-    const key = keyInput.value.trim();
-    if (key) headers.Authorization = "Bearer " + key;
-    const init = { method: "GET", headers };
-    if (options && options.body !== undefined) {
-      init.method = options.method || "POST";
-      headers["Content-Type"] = "application/json";
-      init.body = JSON.stringify(options.body);
-    }
-    const response = await fetch(path, init);
-    let body = null;
-    try { body = await response.json(); } catch (_err) { /* not JSON */ }
-    if (!response.ok) {
-      const message = body && body.error ? body.error.message : "the server answered without details";
-      throw new Error(`${message} (HTTP ${response.status})`);
-    }
-    return body;
+  // The API with the pasted key: GET, or POST (`options.method` to change it) when `options.body` is set.
+  function api(path, options) {
+    const body = options ? options.body : undefined;
+    const method = body === undefined ? "GET" : (options.method || "POST");
+    return requestJson(method, path, keyInput.value.trim(), body);
   }
 
   // -- the conversation editor ----------------------------------------------------------------------------

@@ -7,35 +7,10 @@
   const keyInput = $("api-key");
   const optOut = $("opt-out");
 
-  const { storageGet, storageSet } = window.Bastion;
-  function headers(json) {
-    const h = {};
-    if (json) h["Content-Type"] = "application/json";
-    const key = keyInput.value.trim();
-    if (key) h.Authorization = "Bearer " + key;
-    return h;
-  }
+  const { storageGet, storageSet, element, when, requestJson } = window.Bastion;
   function showError(message) { $("error-message").textContent = message; $("error").hidden = false; }
   function hideError() { $("error").hidden = true; }
-  function element(tag, className, text) {
-    const node = document.createElement(tag);
-    if (className) node.className = className;
-    if (text !== undefined) node.textContent = text;
-    return node;
-  }
-  async function api(method, path, body) {
-    const response = await fetch(path, {
-      method, headers: headers(body !== undefined), body: body === undefined ? undefined : JSON.stringify(body),
-    });
-    let data = null;
-    try { data = await response.json(); } catch (_err) { /* not JSON */ }
-    if (!response.ok) {
-      const message = data && data.error ? data.error.message : `HTTP ${response.status}`;
-      throw new Error(`${message} (HTTP ${response.status})`);
-    }
-    return data;
-  }
-  function when(iso) { return new Date(iso).toLocaleString(); }
+  const api = (method, path, body) => requestJson(method, path, keyInput.value.trim(), body);
 
   function renderOptOut(state) {
     optOut.checked = state.opt_out;

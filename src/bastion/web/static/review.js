@@ -6,27 +6,10 @@
   const $ = (id) => document.getElementById(id);
   const keyInput = $("api-key");
 
-  const { storageGet, storageSet } = window.Bastion;
+  const { storageGet, storageSet, element, when, requestJson } = window.Bastion;
   function showError(message) { $("error-message").textContent = message; $("error").hidden = false; }
   function hideError() { $("error").hidden = true; }
-  function element(tag, className, text) {
-    const node = document.createElement(tag);
-    if (className) node.className = className;
-    if (text !== undefined) node.textContent = text;
-    return node;
-  }
-  async function api(path) {
-    const key = keyInput.value.trim();
-    const response = await fetch(path, { headers: key ? { Authorization: "Bearer " + key } : {} });
-    let data = null;
-    try { data = await response.json(); } catch (_err) { /* not JSON */ }
-    if (!response.ok) {
-      const message = data && data.error ? data.error.message : `HTTP ${response.status}`;
-      throw new Error(`${message} (HTTP ${response.status})`);
-    }
-    return data;
-  }
-  function when(iso) { return new Date(iso).toLocaleString(); }
+  const api = (path) => requestJson("GET", path, keyInput.value.trim());
 
   async function open(id) {
     hideError();
