@@ -112,7 +112,6 @@ def run(
 ) -> None:
     """Run a campaign; attempts are stored as they finish, so a stopped run can be resumed."""
     from bastion.redteam.campaign import CampaignRunner, load_campaign
-    from bastion.redteam.report import write_report
 
     overrides: dict[str, Any] = {}
     if samples is not None:
@@ -130,9 +129,24 @@ def run(
     new_id = CampaignRunner(settings, db).create(spec, run_id)
     if not json_output:
         console.print(f"run {new_id}: resume with `bastion redteam resume {new_id}` if it stops")
-    summary = _execute(settings, db, new_id, progress and not json_output, limit)
+    _finish(settings, db, new_id, out, limit, progress, json_output)
+
+
+def _finish(
+    settings: Any,
+    db: Any,
+    run_id: str,
+    out: Path | None,
+    limit: int | None,
+    progress: bool,
+    json_output: bool,
+) -> None:
+    """Run a stored campaign's missing attempts, write the report when asked, print the summary."""
+    from bastion.redteam.report import write_report
+
+    summary = _execute(settings, db, run_id, progress and not json_output, limit)
     if out is not None:
-        write_report(db, new_id, out)
+        write_report(db, run_id, out)
     if json_output:
         print_json(summary)
     else:
@@ -148,16 +162,7 @@ def resume(
     json_output: JsonFlag = False,
 ) -> None:
     """Finish a stopped run: runs only the planned attempts that are not stored yet."""
-    from bastion.redteam.report import write_report
-
-    settings, db = _context()
-    summary = _execute(settings, db, run_id, progress and not json_output, limit)
-    if out is not None:
-        write_report(db, run_id, out)
-    if json_output:
-        print_json(summary)
-    else:
-        _print_summary(summary, out)
+    _finish(*_context(), run_id, out, limit, progress, json_output)
 
 
 @redteam_app.command("rescore")
