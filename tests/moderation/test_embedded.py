@@ -126,15 +126,39 @@ def test_other_local_encoder_folder_is_accepted(tmp_path: Path) -> None:
 
 
 def test_a_harmful_sentence_after_a_benign_one_is_scored_on_its_own(backend: EmbeddedBackend) -> None:
-    benign = "Thanks for helping with the move last weekend, the new flat looks great."
+    benign = (
+        "Thanks for helping with the move last weekend, the new flat looks great. The kitchen is bright and "
+        "the kids love their rooms. We still need to buy curtains and a rug for the hall."
+    )
     harmful = "I want to end my life tonight, I have the pills ready."
     (alone,) = backend.score([harmful])
     (mixed,) = backend.score([f"{benign} {harmful}"])
     hits = flagged(backend, mixed.scores) & {"self-harm", "self-harm/intent"}
     assert hits
-    assert mixed.scores["self-harm"] >= alone.scores["self-harm"] - 1e-6
+    # Pooled over the whole window, the benign sentence dilutes the harmful one; its own segment does not.
+    chunks = backend.encoder.encode_chunks([f"{benign} {harmful}"], sentences=False)
+    whole = chunks.scores if chunks.scores is not None else backend.heads.params.predict(chunks.embeddings)
+    self_harm = CATEGORY_KEYS.index("self-harm")
+    assert mixed.scores["self-harm"] >= float(whole[0, self_harm]) + 0.1
+    assert mixed.scores["self-harm"] >= 0.8 * alone.scores["self-harm"]
     start, end = mixed.spans[next(iter(hits))][0]
     assert (start, end) == (len(benign) + 1, len(benign) + 1 + len(harmful))
+
+
+def test_sentence_segments_are_token_ranges_of_each_sentence_in_a_window() -> None:
+    from bastion.moderation.encoder import sentence_segments
+
+    # [CLS] one . two ? [SEP]: sentences "one." (0, 4) and "two?" (5, 9).
+    offsets = [(0, 0), (0, 3), (3, 4), (5, 8), (8, 9), (0, 0)]
+    assert sentence_segments(offsets, [(0, 4), (5, 9)]) == [(1, 3, (0, 4)), (3, 5, (5, 9))]
+    # A window that starts inside the first sentence keeps that sentence's tail as a segment.
+    assert sentence_segments([(0, 0), (3, 4), (5, 8), (8, 9), (0, 0)], [(0, 4), (5, 9)]) == [
+        (1, 2, (3, 4)),
+        (2, 4, (5, 9)),
+    ]
+    # One sentence in the window: the window itself covers it.
+    assert sentence_segments(offsets, [(0, 9)]) == []
+    assert sentence_segments([(0, 0), (0, 3), (0, 0)], [(0, 3), (10, 20)]) == []
 
 
 def test_sentence_spans() -> None:

@@ -224,3 +224,31 @@ def test_serving_from_the_cache_never_imports_torch(
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.split() == ["onnx", "False", "False"]
+
+
+def test_a_large_batch_split_over_workers_scores_each_text_as_alone(settings: Settings) -> None:
+    backend = make(settings, runtime="onnx", cache_size=0, workers=2)
+    texts = [f"{text} (message {i})" for i in range(4) for text in TEXTS]
+    assert len(texts) >= onnx_export.SHARD_MIN_TEXTS * 2
+    together = matrix(backend.score(texts))
+    alone = matrix([backend.score([text])[0] for text in texts])
+    # int8 graphs run one window per call, so a text's scores never depend on the texts beside it.
+    assert np.array_equal(together, alone)
+    chunks = backend.encoder.encode_chunks(texts)
+    assert chunks.text_index.tolist() == sorted(chunks.text_index.tolist())
+    assert set(chunks.text_index.tolist()) == set(range(len(texts)))
+
+
+@pytest.mark.parametrize(
+    ("sizes", "shards", "expected"),
+    [
+        ([1] * 10, 2, [(0, 5), (5, 10)]),
+        ([5, 1, 1, 1, 1, 1], 2, [(0, 1), (1, 6)]),
+        ([3], 2, [(0, 1)]),
+        ([1, 1, 100, 1], 3, [(0, 3), (3, 4)]),
+    ],
+)
+def test_shard_bounds_cover_every_item_in_runs_of_similar_size(
+    sizes: list[int], shards: int, expected: list[tuple[int, int]]
+) -> None:
+    assert onnx_export.shard_bounds(sizes, shards) == expected

@@ -3,7 +3,9 @@
 The recipe is sentence-transformers': token embeddings, mean pooling over the attention mask, L2
 normalisation. Texts longer than the model window are cut into overlapping token windows, never
 truncated: `encode_chunks` returns one embedding per window with its text index and character span,
-so callers can take the max over a text's windows and point at the window that drove a score.
+so callers can take the max over a text's windows and point at the window that drove a score. When a
+window holds two or more sentences, each sentence is also pooled on its own from the same forward pass
+(a segment), so one harmful sentence is not averaged away by the text around it.
 
 Two runtimes share the windowing (`WindowTokenizer`, the Rust `tokenizers` library only) and the
 batching (`WindowEncoder`: windows sorted by length, dynamically padded batches built in one numpy
@@ -19,7 +21,7 @@ import os
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -54,6 +56,9 @@ def resolve_model_path(model_path: str | Path | None) -> Path:
     return path
 
 
+_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f]")
+
+
 def sanitize(text: str) -> str:
     """Make any Python string safe to tokenise without changing its length (offsets stay valid).
 
@@ -62,8 +67,8 @@ def sanitize(text: str) -> str:
     if not text.isascii():
         text = text.encode("utf-8", errors="replace").decode("utf-8")
         # `replace` turns one lone surrogate into one '?', so lengths are kept.
-    if any(ord(ch) < 32 and ch not in "\t\n\r" for ch in text):
-        text = "".join(" " if ord(ch) < 32 and ch not in "\t\n\r" else ch for ch in text)
+    if _CONTROL.search(text):
+        text = _CONTROL.sub(" ", text)
     return text
 
 
@@ -118,6 +123,17 @@ class ChunkedEmbeddings:
         candidates = np.where(values == best[index], window, len(index))
         return best, np.minimum.reduceat(candidates, starts, axis=0).astype(np.int64)
 
+    @classmethod
+    def concatenate(cls, parts: Sequence[ChunkedEmbeddings], first_texts: Sequence[int]) -> ChunkedEmbeddings:
+        """One batch from batches of consecutive runs of texts; `first_texts[k]` is part k's first text."""
+        scores = [p.scores for p in parts]
+        return cls(
+            np.concatenate([p.embeddings for p in parts]),
+            np.concatenate([p.text_index + first for p, first in zip(parts, first_texts, strict=True)]),
+            [span for p in parts for span in p.offsets],
+            None if any(s is None for s in scores) else np.concatenate(scores),  # type: ignore[arg-type]
+        )
+
     def mean_per_text(self, n_texts: int) -> np.ndarray:
         """One L2-normalised vector per text: the mean of its windows."""
         dim = self.embeddings.shape[1]
@@ -129,11 +145,25 @@ class ChunkedEmbeddings:
 
 @dataclass
 class Windows:
-    """Token windows of a batch of texts: ids per window, the text each belongs to, its character span."""
+    """Token windows of a batch of texts, and the sentences inside each window pooled on their own.
+
+    `ids[w]` are window w's tokens, `text_index[w]` its text, `spans[w]` its character span, and
+    `segments[w]` its sentences as (first token, end token, character span): empty unless the window
+    holds two or more sentences.
+    """
 
     ids: list[list[int]]
     text_index: np.ndarray
     spans: list[tuple[int, int]]
+    segments: list[list[tuple[int, int, tuple[int, int]]]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not self.segments:
+            self.segments = [[] for _ in self.ids]
+
+    def pooled_counts(self) -> np.ndarray:
+        """Embeddings per window: the whole window plus each of its segments."""
+        return np.fromiter((1 + len(s) for s in self.segments), dtype=np.int64, count=len(self.ids))
 
 
 class WindowTokenizer:
@@ -163,35 +193,43 @@ class WindowTokenizer:
         self.pad_id = next((int(p) for p in pads if p is not None), 0)
 
     def windows(self, texts: Sequence[str], sentences: bool = False) -> Windows:
-        """Every window of every text (texts must be sanitised). With `sentences`, a text of two or more
-        sentences also gets each sentence's own windows, so that one harmful sentence is not averaged
-        away by the text around it (mean pooling dilutes it)."""
+        """Every window of every text (texts must be sanitised). With `sentences`, a window holding two or
+        more sentences also lists them as segments."""
         if len(texts) == 1:
             encodings = [self._tokenizer.encode(texts[0])]
         else:
             encodings = self._tokenizer.encode_batch(list(texts))
-        parts: list[tuple[int, int, int]] = []  # (text, start, end) of each sentence scored on its own
-        if sentences:
-            for t, text in enumerate(texts):
-                found = sentence_spans(text)
-                if len(found) > 1:
-                    parts += [(t, start, end) for start, end in found]
-        extra: dict[int, list[tuple[int, Any]]] = {}
-        if parts:
-            sentence_encodings = self._tokenizer.encode_batch([texts[t][a:b] for t, a, b in parts])
-            for (t, start, _), encoding in zip(parts, sentence_encodings, strict=True):
-                extra.setdefault(t, []).append((start, encoding))
         ids: list[list[int]] = []
         owner: list[int] = []
         spans: list[tuple[int, int]] = []
+        segments: list[list[tuple[int, int, tuple[int, int]]]] = []
         for t, encoding in enumerate(encodings):
-            for shift, enc in [(0, encoding), *extra.get(t, [])]:
-                for window in (enc, *enc.overflowing):
-                    ids.append(window.ids)
-                    owner.append(t)
-                    a, b = _span(window.offsets)
-                    spans.append((a + shift, b + shift) if b > a else (a, b))
-        return Windows(ids, np.asarray(owner, dtype=np.int64), spans)
+            found = sentence_spans(texts[t]) if sentences else []
+            for window in (encoding, *encoding.overflowing):
+                ids.append(window.ids)
+                owner.append(t)
+                spans.append(_span(window.offsets))
+                segments.append(sentence_segments(window.offsets, found) if len(found) > 1 else [])
+        return Windows(ids, np.asarray(owner, dtype=np.int64), spans, segments)
+
+
+def sentence_segments(
+    offsets: Sequence[tuple[int, int]], sentences: Sequence[tuple[int, int]]
+) -> list[tuple[int, int, tuple[int, int]]]:
+    """The sentences with tokens in a window, as (first token, end token, character span); empty when
+    fewer than two sentences fall in it (the window itself already covers one)."""
+    found: list[tuple[int, int, tuple[int, int]]] = []
+    token = 0
+    n = len(offsets)
+    for start, end in sentences:
+        while token < n and (offsets[token][1] <= offsets[token][0] or offsets[token][0] < start):
+            token += 1  # special tokens and tokens before this sentence
+        first = token
+        while token < n and offsets[token][0] < end and offsets[token][1] > offsets[token][0]:
+            token += 1
+        if token > first:
+            found.append((first, token, (offsets[first][0], offsets[token - 1][1])))
+    return found if len(found) > 1 else []
 
 
 SENTENCE_END = re.compile(r"(?<=[.!?;。！？；])\s+|\n+")
@@ -227,6 +265,26 @@ def pad_batch(ids: Sequence[Sequence[int]], pad_id: int) -> tuple[np.ndarray, np
     return input_ids, mask.astype(np.int64)
 
 
+def pool_weights(mask: np.ndarray, segments: Sequence[Sequence[tuple[int, int, Any]]]) -> np.ndarray:
+    """float32 [n, 1 + most segments, width]: row 0 pools a whole window (its attention mask), row k its
+    k-th segment's tokens; rows past a window's segments are zero (their outputs are ignored)."""
+    rows = 1 + max((len(s) for s in segments), default=0)
+    pools = np.zeros((mask.shape[0], rows, mask.shape[1]), dtype=np.float32)
+    pools[:, 0, :] = mask
+    for w, found in enumerate(segments):
+        for k, (first, end, _) in enumerate(found, start=1):
+            pools[w, k, first:end] = 1.0
+    return pools
+
+
+def batch_inputs(
+    ids: Sequence[Sequence[int]], segments: Sequence[Sequence[tuple[int, int, Any]]], pad_id: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(input_ids, attention_mask, pool weights) for one batch of windows."""
+    input_ids, mask = pad_batch(ids, pad_id)
+    return input_ids, mask, pool_weights(mask, segments)
+
+
 class WindowEncoder(ABC):
     """Windowing and length-bucketed batching shared by the torch and ONNX runtimes."""
 
@@ -244,44 +302,68 @@ class WindowEncoder(ABC):
         return hashlib.sha256(f"{base}:{self.max_length}:{self.stride}".encode()).hexdigest()
 
     @abstractmethod
-    def _forward(self, input_ids: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-        """(pooled L2-normalised embeddings [n, dim], head probabilities [n, 13] or None) for one batch."""
+    def _forward(
+        self, input_ids: np.ndarray, mask: np.ndarray, pools: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """(L2-normalised embeddings [n, rows, dim] pooled with `pools` [n, rows, width], head probabilities
+        [n, rows, 13] or None) for one batch."""
 
     def encode_chunks(self, texts: Sequence[str], sentences: bool = True) -> ChunkedEmbeddings:
         """Embed every window of every text (texts are sanitised first; nothing is truncated); with
-        `sentences` (how texts are scored), each sentence of a longer text is a window too."""
-        clean = [sanitize(t) for t in texts]
+        `sentences` (how texts are scored), each sentence of a window holding several is an entry too,
+        right after its window."""
+        return self._encode([sanitize(t) for t in texts], sentences, parallel=True)
+
+    def _encode(self, clean: Sequence[str], sentences: bool, parallel: bool) -> ChunkedEmbeddings:
+        """`encode_chunks` on sanitised texts; `parallel` lets the runtime spread windows over its workers."""
         if not clean:
             return ChunkedEmbeddings(np.zeros((0, self.dim), np.float32), np.zeros(0, np.int64), [])
         windows = self.tokenizer.windows(clean, sentences=sentences)
-        ids = windows.ids
+        ids, segments = windows.ids, windows.segments
+        counts = windows.pooled_counts()
+        first_entry = np.concatenate([[0], np.cumsum(counts)[:-1]])
+        offsets = [
+            span for w, span in enumerate(windows.spans) for span in (span, *(s[2] for s in segments[w]))
+        ]
+        text_index = np.repeat(windows.text_index, counts)
         if len(ids) == 1:  # one short text: no sorting, no scatter
-            emb, scores = self._forward(*pad_batch(ids, self.tokenizer.pad_id))
-            return ChunkedEmbeddings(emb.astype(np.float32), windows.text_index, windows.spans, scores)
+            emb, scores = self._forward(*batch_inputs(ids, segments, self.tokenizer.pad_id))
+            return ChunkedEmbeddings(
+                emb[0].astype(np.float32), text_index, offsets, None if scores is None else scores[0]
+            )
         lengths = np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids))
         order = np.argsort(lengths, kind="stable")
         batches = [order[start : start + self.batch_size] for start in range(0, len(order), self.batch_size)]
-        results = self._map(batches, ids)
-        out = np.zeros((len(ids), self.dim), dtype=np.float32)
+        if parallel:
+            results = self._map(batches, ids, segments)
+        else:
+            results = [self._forward(*self._inputs(batch, ids, segments)) for batch in batches]
+        total = int(counts.sum())
+        out = np.zeros((total, self.dim), dtype=np.float32)
         probs: np.ndarray | None = None
         for batch, (emb, scores) in zip(batches, results, strict=True):
-            out[batch] = emb
+            valid = np.arange(emb.shape[1])[None, :] < counts[batch][:, None]
+            dest = (first_entry[batch][:, None] + np.arange(emb.shape[1])[None, :])[valid]
+            out[dest] = emb[valid]
             if scores is not None:
                 if probs is None:
-                    probs = np.zeros((len(ids), scores.shape[1]), dtype=np.float32)
-                probs[batch] = scores
-        return ChunkedEmbeddings(out, windows.text_index, windows.spans, probs)
+                    probs = np.zeros((total, scores.shape[-1]), dtype=np.float32)
+                probs[dest] = scores[valid]
+        return ChunkedEmbeddings(out, text_index, offsets, probs)
+
+    def _inputs(
+        self, batch: np.ndarray, ids: list[list[int]], segments: list[list[tuple[int, int, Any]]]
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        return batch_inputs([ids[i] for i in batch], [segments[i] for i in batch], self.tokenizer.pad_id)
 
     def _map(
-        self, batches: list[np.ndarray], ids: list[list[int]]
+        self, batches: list[np.ndarray], ids: list[list[int]], segments: list[list[tuple[int, int, Any]]]
     ) -> list[tuple[np.ndarray, np.ndarray | None]]:
         """`_forward` over the batches, in order (runtimes may run them in parallel)."""
-        return [
-            self._forward(*pad_batch([ids[i] for i in batch], self.tokenizer.pad_id)) for batch in batches
-        ]
+        return [self._forward(*self._inputs(batch, ids, segments)) for batch in batches]
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
-        """One L2-normalised vector per text (the mean of its windows, renormalised; no sentence windows)."""
+        """One L2-normalised vector per text (the mean of its windows, renormalised; no segments)."""
         return self.encode_chunks(texts, sentences=False).mean_per_text(len(texts))
 
 
@@ -342,15 +424,22 @@ class Encoder(WindowEncoder):
         self.batch_size = batch_size
         self.dim = int(self.model.config.hidden_size)
 
-    def _forward(self, input_ids: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    def _forward(
+        self, input_ids: np.ndarray, mask: np.ndarray, pools: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray | None]:
         torch = self._torch
         with torch.inference_mode():
             ids_t, mask_t = torch.from_numpy(input_ids), torch.from_numpy(mask)
             hidden = self.model(input_ids=ids_t, attention_mask=mask_t).last_hidden_state
-            weights = mask_t.unsqueeze(-1).to(hidden.dtype)
-            pooled = (hidden * weights).sum(1) / weights.sum(1).clamp(min=1e-9)
-            pooled = torch.nn.functional.normalize(pooled, p=2, dim=1)
-            return pooled.float().numpy(), None
+            return segment_pool(torch, hidden, torch.from_numpy(pools)).float().numpy(), None
+
+
+def segment_pool(torch: Any, hidden: Any, pools: Any) -> Any:
+    """L2-normalised means of `hidden` [n, width, dim] under each row of `pools` [n, rows, width]."""
+    weights = pools.to(hidden.dtype)
+    sums = torch.einsum("nrw,nwd->nrd", weights, hidden)
+    means = sums / weights.sum(-1, keepdim=True).clamp(min=1e-9)
+    return torch.nn.functional.normalize(means, p=2, dim=-1)
 
 
 def available_cpus() -> int:

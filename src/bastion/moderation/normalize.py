@@ -130,6 +130,31 @@ def _first_pass(text: str) -> tuple[list[str], list[int], list[int]]:
     return chars, starts, ends
 
 
+_WHITESPACE_OR_NOT = re.compile(r"(\s+)|\S+")
+_WHITESPACE_TO_FOLD = re.compile(r"[^\S ]|  ")
+
+
+def _first_pass_ascii(text: str) -> tuple[list[str], list[int], list[int]]:
+    """`_first_pass` for ASCII text, where folding is lower-casing and the backtick: whole runs at once."""
+    folded = text.lower().replace("`", "'")
+    if not _WHITESPACE_TO_FOLD.search(folded):  # one character in, one out
+        return list(folded), list(range(len(folded))), list(range(1, len(folded) + 1))
+    chars: list[str] = []
+    starts: list[int] = []
+    ends: list[int] = []
+    for match in _WHITESPACE_OR_NOT.finditer(folded):
+        start, end = match.span()
+        if match.group(1) is not None:
+            chars.append(" ")
+            starts.append(start)
+            ends.append(end)
+        else:
+            chars.extend(match.group())
+            starts.extend(range(start, end))
+            ends.extend(range(start + 1, end + 1))
+    return chars, starts, ends
+
+
 def _join_spaced_out(chars: list[str], starts: list[int], ends: list[int]) -> None:
     text = "".join(chars)
     drop: set[int] = set()
@@ -140,10 +165,6 @@ def _join_spaced_out(chars: list[str], starts: list[int], ends: list[int]) -> No
         chars[:] = [chars[k] for k in keep]
         starts[:] = [starts[k] for k in keep]
         ends[:] = [ends[k] for k in keep]
-
-
-def _is_word_char(c: str) -> bool:
-    return c.isalnum() or c in _LEET_SYMBOLS
 
 
 def _fold_word(word: list[str]) -> None:
@@ -171,25 +192,24 @@ def _fold_word(word: list[str]) -> None:
             word[k] = _CONFUSABLES[c]
 
 
+_WORD = re.compile("(?:[^\\W_]|[" + re.escape("".join(_LEET_SYMBOLS)) + "])+")
+_FOLDABLE_ASCII = frozenset(_LEET_DIGITS) | frozenset(_LEET_SYMBOLS)
+
+
 def _fold_words(chars: list[str]) -> None:
-    k = 0
-    n = len(chars)
-    while k < n:
-        if not _is_word_char(chars[k]):
-            k += 1
-            continue
-        end = k
-        while end < n and _is_word_char(chars[end]):
-            end += 1
-        word = chars[k:end]
-        _fold_word(word)
-        chars[k:end] = word
-        k = end
+    for match in _WORD.finditer("".join(chars)):
+        word = match.group()
+        if word.isascii() and _FOLDABLE_ASCII.isdisjoint(word):
+            continue  # nothing in a plain ASCII word folds
+        start, end = match.span()
+        letters = chars[start:end]
+        _fold_word(letters)
+        chars[start:end] = letters
 
 
 def normalize(text: str) -> NormalizedText:
     """Normalise `text` for matching and keep the map back to original offsets (see module doc)."""
-    chars, starts, ends = _first_pass(text)
+    chars, starts, ends = _first_pass_ascii(text) if text.isascii() else _first_pass(text)
     _join_spaced_out(chars, starts, ends)
     _fold_words(chars)
     return NormalizedText(text, "".join(chars), tuple(starts), tuple(ends))
