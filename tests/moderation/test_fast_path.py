@@ -207,6 +207,9 @@ def test_pool_max_matches_a_plain_loop() -> None:
         rows = np.flatnonzero(index == t)
         assert np.array_equal(best[t], values[rows].max(0))
         assert np.array_equal(which[t], rows[values[rows].argmax(0)])
+    one = ChunkedEmbeddings(np.zeros((3, 4), np.float32), np.zeros(3, np.int64), [(0, 0)] * 3)
+    best, which = one.pool_max(values[:3], 1)
+    assert np.array_equal(best[0], values[:3].max(0)) and np.array_equal(which[0], values[:3].argmax(0))
 
 
 def test_serving_from_the_cache_never_imports_torch(
@@ -252,3 +255,19 @@ def test_shard_bounds_cover_every_item_in_runs_of_similar_size(
     sizes: list[int], shards: int, expected: list[tuple[int, int]]
 ) -> None:
     assert onnx_export.shard_bounds(sizes, shards) == expected
+
+
+def test_a_large_batch_scores_the_backends_concurrently_with_the_same_results(settings: Settings) -> None:
+    from bastion.moderation import service
+
+    model = service.ModerationService(settings).model("bastion-embedded")
+    assert len(model.backends) > 1
+    texts = [f"{text} (message {i})" for i in range(3) for text in TEXTS]
+    assert len(texts) >= service.CONCURRENT_MIN_TEXTS
+    together = model.moderate(texts, explain=True)
+    assert model._helper is not None  # the other backends ran on the helper thread
+    assert [r.model_dump() for r in together] == [
+        model.moderate([t], explain=True)[0].model_dump() for t in texts
+    ]
+    model.close()
+    assert model._helper is None

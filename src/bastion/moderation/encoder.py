@@ -112,6 +112,8 @@ class ChunkedEmbeddings:
             return np.full((n_texts, values.shape[1]), -np.inf, values.dtype), np.zeros(
                 (n_texts, values.shape[1]), np.int64
             )
+        if n_texts == 1 and not index.any():  # one text: a plain max and argmax
+            return values.max(axis=0, keepdims=True), values.argmax(axis=0)[None, :].astype(np.int64)
         if len(index) == n_texts and np.array_equal(index, np.arange(n_texts)):
             rows = np.broadcast_to(np.arange(n_texts)[:, None], values.shape)
             return values.copy(), np.array(rows, dtype=np.int64)

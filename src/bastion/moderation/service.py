@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from bastion.core.errors import BastionError, ConfigError, ModelNotFound
@@ -11,6 +12,9 @@ from bastion.core.records import ModerationResult
 from bastion.core.settings import ModerationModelSpec, Settings
 from bastion.moderation.backends.base import ModerationBackend, create_backend
 from bastion.moderation.policy import combine
+
+CONCURRENT_MIN_TEXTS = 16
+"""Texts per call from which a model's backends score concurrently."""
 
 
 def clean_text(text: str) -> str:
@@ -41,6 +45,7 @@ class ModerationModel:
             raise
         self.backend_thresholds = [backend.default_thresholds for backend in self.backends]
         self._lock = threading.Lock()
+        self._helper: ThreadPoolExecutor | None = None
 
     @property
     def thresholds(self) -> dict[str, float]:
@@ -66,7 +71,7 @@ class ModerationModel:
             return []
         thresholds = self.backend_thresholds_for(threshold_set)
         with self._lock:
-            per_backend = [backend.score(cleaned) for backend in self.backends]
+            per_backend = self._score_all(cleaned)
         for backend, scores in zip(self.backends, per_backend, strict=True):
             if len(scores) != len(cleaned):
                 raise ConfigError(
@@ -83,6 +88,17 @@ class ModerationModel:
             for i, text in enumerate(cleaned)
         ]
 
+    def _score_all(self, texts: list[str]) -> list[list[Any]]:
+        """Every backend's scores. For a large batch the other backends run on a helper thread while the
+        first (the model, whose runtime releases the GIL) runs here: their Python fills its waits."""
+        if len(self.backends) == 1 or len(texts) < CONCURRENT_MIN_TEXTS:
+            return [backend.score(texts) for backend in self.backends]
+        if self._helper is None:
+            self._helper = ThreadPoolExecutor(1, thread_name_prefix="bastion-moderation")
+        others = self._helper.submit(lambda: [backend.score(texts) for backend in self.backends[1:]])
+        first = self.backends[0].score(texts)
+        return [first, *others.result()]
+
     def describe(self) -> dict[str, Any]:
         """The exact spec behind this model's scores, for replayable reports."""
         return {
@@ -93,7 +109,10 @@ class ModerationModel:
         }
 
     def close(self) -> None:
-        """Release every backend."""
+        """Release every backend (and the helper thread)."""
+        if self._helper is not None:
+            self._helper.shutdown(wait=False)
+            self._helper = None
         for backend in self.backends:
             backend.close()
 
