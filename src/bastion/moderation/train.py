@@ -715,7 +715,8 @@ def train_heads(
             "fingerprint": encoder.fingerprint,
             "max_length": encoder.max_length,
             "stride": encoder.stride,
-            "pooling": "mean over tokens, L2-normalised; serving takes the max score over 256-token windows",
+            "pooling": "mean over tokens, L2-normalised; serving takes the max score over 128-token windows "
+            "and over each sentence of a window holding several (pooled from the same forward pass)",
             **({"distilled": distilled} if distilled else {}),
         },
         "spec": asdict(spec),

@@ -1,7 +1,8 @@
 """The default moderation backend: MiniLM sentence embeddings and one trained head per category.
 
-Long texts are cut into overlapping 256-token windows; a text's score per category is the max over its
-windows, and the window that gave it is reported as the span. Heads and thresholds come from a folder
+Long texts are cut into overlapping 128-token windows, and a window holding several sentences also pools
+each sentence on its own (`encoder.Windows`); a text's score per category is the max over these, and the
+window or sentence that gave it is reported as the span. Heads and thresholds come from a folder
 holding `heads.npz` (`weight` [13, d], `bias` [13], `categories`; optionally `hidden_weight` [H, d] and
 `hidden_bias` [H] with `weight` [13, H] and a ReLU between) and `card.json` (thresholds, metrics, data
 hashes); the packaged folder is `bastion/moderation/artifacts/embedded`. An `encoder/` subfolder there (a
