@@ -22,7 +22,7 @@ import re
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import lru_cache, partial
 from pathlib import Path
 from typing import Any
 
@@ -336,10 +336,8 @@ class WindowEncoder(ABC):
         lengths = np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids))
         order = np.argsort(lengths, kind="stable")
         batches = [order[start : start + self.batch_size] for start in range(0, len(order), self.batch_size)]
-        if parallel:
-            results = self._map(batches, ids, segments)
-        else:
-            results = [self._forward(*self._inputs(batch, ids, segments)) for batch in batches]
+        runner = self._map if parallel else partial(WindowEncoder._map, self)
+        results = runner(batches, ids, segments)
         total = int(counts.sum())
         out = np.zeros((total, self.dim), dtype=np.float32)
         probs: np.ndarray | None = None
