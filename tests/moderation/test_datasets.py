@@ -10,6 +10,7 @@ import pytest
 
 from bastion.core.taxonomy import CATEGORY_KEYS
 from bastion.moderation.datasets import (
+    SEED_FILES,
     SOURCES,
     LoadedData,
     functional_test_texts,
@@ -37,10 +38,11 @@ def test_seed_is_marked_team_written_and_minor_items_are_only_requests() -> None
     rows = load_seed() + load_seed(source="seed-depictions")
     assert len(rows) > 300
     assert all(set(r.labels) == set(CATEGORY_KEYS) for r in rows)
-    raw = json.loads(seed_path().read_text(encoding="utf-8"))
-    assert "TEAM-WRITTEN" in raw["note"]
-    assert "TEAM-WRITTEN" in json.loads(seed_path("seed-depictions").read_text(encoding="utf-8"))["note"]
-    minors = [item for item in raw["items"] if "sexual/minors" in item.get("pos", [])]
+    files = {name: json.loads(seed_path(name).read_text(encoding="utf-8")) for name in SEED_FILES}
+    assert all("TEAM-WRITTEN" in raw["note"] for raw in files.values())
+    minors = [
+        item for raw in files.values() for item in raw["items"] if "sexual/minors" in item.get("pos", [])
+    ]
     # Sexual/minors positives are short requests to be flagged, never content.
     assert minors and all(item.get("kind") == "request" and len(item["text"]) < 120 for item in minors)
     thin = ("violence/graphic", "self-harm/instructions", "self-harm/intent", "harassment", "violence")
@@ -51,7 +53,7 @@ def test_seed_is_marked_team_written_and_minor_items_are_only_requests() -> None
 def test_functional_tests_are_never_trained_on() -> None:
     texts = functional_test_texts()
     assert len(texts) >= 50
-    seed_keys = {normalise_key(r.text) for r in load_seed()}
+    seed_keys = {normalise_key(r.text) for name in SEED_FILES for r in load_seed(source=name)}
     assert not any(normalise_key(t) in seed_keys for t in texts)
 
 
@@ -63,10 +65,10 @@ def loaded() -> LoadedData:
 
 
 def test_every_source_returns_known_keys_and_binary_labels(loaded: LoadedData) -> None:
-    assert set(loaded.files) == {*SOURCES, "seed", "seed-depictions"}
+    assert set(loaded.files) == {*SOURCES, *SEED_FILES}
     assert all(path.is_file() for files in loaded.files.values() for path in files)
     families = {row.source.split(":")[0] for row in loaded.rows}
-    assert families == {*SOURCES, "seed", "seed-depictions"}
+    assert families == {*SOURCES, *SEED_FILES}
     for row in loaded.rows:
         assert list(row.labels) == list(CATEGORY_KEYS)
         assert all(v in (0, 1, None) for v in row.labels.values())

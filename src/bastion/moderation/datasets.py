@@ -762,11 +762,15 @@ def load_benign(root: Path) -> tuple[list[LabeledText], list[Path]]:
     return rows, files
 
 
-SEED_FILES = {"seed": "team_written.json", "seed-depictions": "team_written_depictions.json"}
+SEED_FILES = {
+    "seed": "team_written.json",
+    "seed-depictions": "team_written_depictions.json",
+    "seed-contrasts": "team_written_contrasts.json",
+}
 
 
 def seed_path(name: str = "seed") -> Path:
-    """A team-written seed file shipped with the package (`seed` or `seed-depictions`)."""
+    """A team-written seed file shipped with the package (a key of `SEED_FILES`)."""
     return Path(str(resources.files("bastion.moderation") / "artifacts" / "seed" / SEED_FILES[name]))
 
 

@@ -769,6 +769,9 @@ def train_heads(
             "other, so it is far more optimistic than a truly independent source would be.",
             "Platt scaling and thresholds are fitted in-domain (random validation split); expect worse "
             "calibration on new domains (see calibration.ece.source_held_out).",
+            "seed-contrasts (team-written safe look-alikes and the harmful requests they resemble) follows the "
+            "publicly described kinds of over-refusal prompts that XSTest also uses (its prompts were never "
+            "opened), so the XSTest numbers are less independent than the test sources'.",
         ],
     }
     card = _round(card)
@@ -842,7 +845,8 @@ def model_card_markdown(card: dict[str, Any]) -> str:
         "",
         f"{card['data']['rows_trained']} training rows from the public sets in `BASTION_DATA_DIR` (mapped to "
         "the 13 categories by `datasets.py`, masked where a source is silent) plus team-written seed items "
-        "(`artifacts/seed/team_written.json`, marked as such). Held out of training entirely (the *test "
+        "(`artifacts/seed/`: thin categories, depictions of violence, and safe look-alikes beside the "
+        "harmful requests they resemble; each file marked as such). Held out of training entirely (the *test "
         f"sources*, {card['data']['rows_test_sources']} rows): {', '.join(card['spec']['test_sources'])}. "
         "XSTest and the team-written functional tests are never trained or tuned on. File hashes are in "
         "`card.json` → `data.files_sha256`.",
@@ -932,7 +936,9 @@ def model_card_markdown(card: dict[str, Any]) -> str:
         "- Depictions of violence (stories, news) and insults aimed at a person are under-represented in "
         "the public sets; violence and harassment are weakest on independent data.",
         "- Safe prompts that look unsafe (XSTest) are still often flagged; the XSTest targets (≤ 5 % of safe "
-        "prompts flagged, ≥ 90 % of unsafe caught) are not met.",
+        "prompts flagged, ≥ 90 % of unsafe caught) are not met. The team-written `seed-contrasts` file "
+        "follows the same published kinds of look-alikes as XSTest (without its prompts), so XSTest is "
+        "less independent than the test sources.",
         "- Calibration (Platt per category) was fitted in-domain; under domain shift (source-held-out ECE) "
         "probabilities are less reliable.",
         "",
