@@ -83,6 +83,32 @@ def test_weird_input_does_not_crash(backend: EmbeddedBackend, text: str) -> None
     assert all(0.0 <= v <= 1.0 for v in result.scores.values())
 
 
+def test_blank_text_scores_zero_and_short_replies_are_mostly_not_flagged(backend: EmbeddedBackend) -> None:
+    for result in backend.score(["", " ", "\n\t  \n"]):
+        assert set(result.scores.values()) == {0.0} and not result.spans
+    # Everyday one-word replies (none of them in the training data) at the default thresholds.
+    replies = [
+        "ok",
+        "thanks",
+        "hi",
+        "yes",
+        "no",
+        "lol",
+        "cool",
+        "bye",
+        "hmm",
+        "1",
+        "asdf",
+        "stop",
+        "wait",
+        "why",
+    ]
+    flagged_replies = [
+        r for r, s in zip(replies, backend.score(replies), strict=True) if flagged(backend, s.scores)
+    ]
+    assert len(flagged_replies) <= 2, flagged_replies
+
+
 def test_sanitize_keeps_length() -> None:
     for text in ["\ud800x", "a\x00b", "plain", "é\udfffé"]:
         assert len(sanitize(text)) == len(text)

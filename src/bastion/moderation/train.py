@@ -769,9 +769,9 @@ def train_heads(
             "other, so it is far more optimistic than a truly independent source would be.",
             "Platt scaling and thresholds are fitted in-domain (random validation split); expect worse "
             "calibration on new domains (see calibration.ece.source_held_out).",
-            "seed-contrasts (team-written safe look-alikes and the harmful requests they resemble) follows the "
-            "publicly described kinds of over-refusal prompts that XSTest also uses (its prompts were never "
-            "opened), so the XSTest numbers are less independent than the test sources'.",
+            "seed-contrasts (team-written safe look-alikes and the harmful requests they resemble) follows "
+            "the publicly described kinds of over-refusal prompts that XSTest also uses (its prompts were "
+            "never opened), so the XSTest numbers are less independent than the test sources'.",
         ],
     }
     card = _round(card)

@@ -2,11 +2,12 @@
 
 Long texts are cut into overlapping 128-token windows, and a window holding several sentences also pools
 each sentence on its own (`encoder.Windows`); a text's score per category is the max over these, and the
-window or sentence that gave it is reported as the span. Heads and thresholds come from a folder
-holding `heads.npz` (`weight` [13, d], `bias` [13], `categories`; optionally `hidden_weight` [H, d] and
-`hidden_bias` [H] with `weight` [13, H] and a ReLU between) and `card.json` (thresholds, metrics, data
-hashes); the packaged folder is `bastion/moderation/artifacts/embedded`. An `encoder/` subfolder there (a
-fine-tuned transformers encoder) replaces the packaged MiniLM.
+window or sentence that gave it is reported as the span. A text of nothing but white space scores 0.
+Heads and thresholds come from a folder holding `heads.npz` (`weight` [13, d], `bias` [13], `categories`;
+optionally `hidden_weight` [H, d] and `hidden_bias` [H] with `weight` [13, H] and a ReLU between) and
+`card.json` (thresholds, metrics, data hashes); the packaged folder is
+`bastion/moderation/artifacts/embedded`. An `encoder/` subfolder there (a fine-tuned transformers encoder)
+replaces the packaged MiniLM.
 
 Runtimes: `onnx` serves one fused int8 graph (encoder, pooling, heads; see `onnx_export`) built once into
 the cache, without importing torch; `torch` is the fp32 PyTorch fallback. Recent texts' scores are kept
@@ -268,8 +269,13 @@ class EmbeddedBackend(ModerationBackend):
             raise BackendError(f"embedded encoder failed: {exc}") from exc
         probs = chunks.scores if chunks.scores is not None else self.heads.params.predict(chunks.embeddings)
         best, which = chunks.pool_max(probs.astype(np.float64), len(texts))
-        out = []
+        out: list[tuple[np.ndarray, dict[str, list[tuple[int, int]]]]] = []
         for t in range(len(texts)):
+            if not texts[
+                t
+            ].strip():  # nothing to judge: the model's prior for an empty window is not a verdict
+                out.append((np.zeros(len(CATEGORY_KEYS)), {}))
+                continue
             spans: dict[str, list[tuple[int, int]]] = {}
             for j in np.flatnonzero(best[t] >= self._thresholds):
                 start, end = chunks.offsets[int(which[t, j])]
