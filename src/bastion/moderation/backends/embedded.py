@@ -271,9 +271,8 @@ class EmbeddedBackend(ModerationBackend):
         best, which = chunks.pool_max(probs.astype(np.float64), len(texts))
         out: list[tuple[np.ndarray, dict[str, list[tuple[int, int]]]]] = []
         for t in range(len(texts)):
-            if not texts[
-                t
-            ].strip():  # nothing to judge: the model's prior for an empty window is not a verdict
+            if not texts[t].strip():
+                # Nothing to judge: the model's prior for an empty window is not a verdict.
                 out.append((np.zeros(len(CATEGORY_KEYS)), {}))
                 continue
             spans: dict[str, list[tuple[int, int]]] = {}
