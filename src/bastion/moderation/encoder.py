@@ -21,7 +21,7 @@ import os
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import lru_cache, partial
 from pathlib import Path
 from typing import Any
@@ -157,11 +157,7 @@ class Windows:
     ids: list[list[int]]
     text_index: np.ndarray
     spans: list[tuple[int, int]]
-    segments: list[list[tuple[int, int, tuple[int, int]]]] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        if not self.segments:
-            self.segments = [[] for _ in self.ids]
+    segments: list[list[tuple[int, int, tuple[int, int]]]]
 
     def pooled_counts(self) -> np.ndarray:
         """Embeddings per window: the whole window plus each of its segments."""

@@ -488,12 +488,10 @@ def compare_graphs(reference: Path, candidate: Path, tokenizer: WindowTokenizer)
             for ids, seg in zip(windows.ids, windows.segments, strict=True)
         ]
         feeds.append(batch_inputs(windows.ids, windows.segments, tokenizer.pad_id))
-        runs = [session.run(["embedding", "scores"], feed_dict(*feed)) for feed in feeds]
-        valid = [np.arange(r[0].shape[1])[None, :] < counts[[w]][:, None] for w, r in enumerate(runs[:-1])]
-        valid.append(np.arange(runs[-1][0].shape[1])[None, :] < counts[:, None])
-        emb = np.concatenate([r[0][v] for r, v in zip(runs, valid, strict=True)])
-        scores = np.concatenate([r[1][v] for r, v in zip(runs, valid, strict=True)])
-        outputs[i] = [emb, scores]
+        *alone, together = [session.run(["embedding", "scores"], feed_dict(*feed)) for feed in feeds]
+        # A window run alone has exactly its own rows; in the batch, rows past a window's count are padding.
+        padding = np.arange(together[0].shape[1])[None, :] >= counts[:, None]
+        outputs[i] = [np.concatenate([*(run[k][0] for run in alone), together[k][~padding]]) for k in (0, 1)]
     (ref_emb, ref_scores), (emb, scores) = outputs
     cosine = np.sum(ref_emb * emb, axis=1)
     diff = np.abs(ref_scores - scores)
