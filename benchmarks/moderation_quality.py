@@ -38,6 +38,7 @@ from bastion.core.taxonomy import CATEGORY_KEYS
 from bastion.moderation.datasets import load_all, load_xstest
 from bastion.moderation.evaluate import evaluate, functional_report, load_functional_tests
 from bastion.moderation.heads import HeadParams
+from bastion.moderation.ngrams import NgramModel
 from bastion.moderation.train import (
     TrainSpec,
     bundled_encoder,
@@ -77,8 +78,9 @@ class Embedder:
         return self._encoders[str(path)]
 
     def scores(self, folder: Path, heads: HeadParams, texts: list[str]) -> np.ndarray:
-        """Scores as served: max over each text's windows and sentences (`train.score_texts`)."""
-        return score_texts(self.encoder(folder), heads, texts)
+        """Scores as served: max over each text's windows and sentences, blended with the folder's n-gram
+        heads when it has some (`train.score_texts`)."""
+        return score_texts(self.encoder(folder), heads, texts, NgramModel.in_folder(folder))
 
 
 def _ratio(a: float | None, b: float | None) -> str:

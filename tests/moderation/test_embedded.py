@@ -48,6 +48,50 @@ def test_shipped_artifacts_are_small_and_complete() -> None:
     assert (folder / "heads.npz").stat().st_size + (folder / "card.json").stat().st_size < 1_000_000
 
 
+def test_served_scores_blend_the_ngram_heads_of_the_heads_folder(
+    backend: EmbeddedBackend, tmp_path: Path
+) -> None:
+    import shutil
+
+    import numpy as np
+
+    from bastion.moderation.ngrams import NgramModel, NgramSpec, fit_ngrams
+
+    harassment = CATEGORY_KEYS.index("harassment")
+    texts = [f"you are a pathetic {w} and nobody wants you" for w in ("loser", "clown", "fool")] * 10
+    texts += [f"we walked to the {w} and had lunch" for w in ("park", "river", "market")] * 10
+    y = np.zeros((len(texts), len(CATEGORY_KEYS)), np.float32)
+    y[:30, harassment] = 1
+    mask = np.zeros_like(y)
+    mask[:, harassment] = 1
+    folder = default_artifacts_dir()
+    heads = tmp_path / "heads"
+    heads.mkdir()
+    for name in ("heads.npz", "card.json"):
+        shutil.copy(folder / name, heads / name)
+    ngrams = fit_ngrams(texts, y, mask, NgramSpec(min_df=2, min_positives=10))
+    ngrams.save(heads)
+    options = {"heads_path": str(heads), "encoder_path": str(folder / "encoder"), "cache_size": 0}
+    blended = create_backend(BackendSpec(plugin="embedded", options=options), load_settings())
+    assert isinstance(blended, EmbeddedBackend)
+    try:
+        probes = [THREAT, BENIGN, "ur such a pathetic loser lol, nobody wants u here"]
+        plain = backend.score(probes)
+        served = blended.score(probes)
+        assert blended.describe()["ngrams"]["categories"] == ["harassment"]
+    finally:
+        blended.close()
+    lexical = NgramModel.load(heads / "ngrams.npz").probabilities(probes)
+    w = ngrams.blend_weight
+    for t in range(len(probes)):
+        for j, key in enumerate(CATEGORY_KEYS):
+            expected = plain[t].scores[key]
+            if j == harassment:
+                expected = (1 - w) * expected + w * float(lexical[t, j])
+            assert served[t].scores[key] == pytest.approx(expected, abs=1e-6), (t, key)
+    assert served[2].scores["harassment"] != pytest.approx(plain[2].scores["harassment"], abs=1e-3)
+
+
 def test_clear_threat_flagged_and_weather_question_not(backend: EmbeddedBackend) -> None:
     threat, benign = backend.score([THREAT, BENIGN])
     assert set(threat.scores) == set(CATEGORY_KEYS)
@@ -133,6 +177,7 @@ def test_describe_records_hashes(backend: EmbeddedBackend) -> None:
     assert info["encoder_fingerprint"] == info["trained_encoder_fingerprint"]
     assert info["data_sha256"] and all(len(h) == 64 for h in info["data_sha256"].values())
     assert set(backend.default_thresholds) == set(CATEGORY_KEYS)
+    assert info["ngrams"] is None  # the shipped heads were trained without n-gram heads
 
 
 def test_missing_torch_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:

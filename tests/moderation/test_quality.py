@@ -24,7 +24,8 @@ from bastion.moderation.evaluate import (
     roc_auc,
 )
 from bastion.moderation.heads import HeadParams
-from bastion.moderation.train import bundled_encoder, default_artifacts_dir, predict
+from bastion.moderation.ngrams import NgramModel
+from bastion.moderation.train import bundled_encoder, default_artifacts_dir, score_texts
 
 DATA = Path(os.environ.get("BASTION_DATA_DIR", Path(__file__).resolve().parents[3] / "shared" / "data"))
 ARTIFACTS = default_artifacts_dir()
@@ -47,9 +48,7 @@ def model() -> tuple[Any, HeadParams, dict[str, float]]:
 
 def _score(model: tuple[Any, HeadParams, dict[str, float]], texts: list[str]) -> np.ndarray:
     encoder, heads, _ = model
-    chunks = encoder.encode_chunks(texts)
-    scores, _ = chunks.pool_max(predict(chunks.embeddings, heads), len(texts))
-    return np.asarray(scores, dtype=np.float64)
+    return score_texts(encoder, heads, texts, NgramModel.in_folder(ARTIFACTS))
 
 
 def test_card_every_category_beats_chance_out_of_source(card: dict[str, Any]) -> None:

@@ -105,10 +105,11 @@ def tiny_data(tmp_path: Path) -> Path:
 
 
 def test_train_heads_on_tiny_data_writes_changed_heads(tmp_path: Path, tiny_data: Path) -> None:
+    from bastion.moderation.ngrams import NgramSpec
     from bastion.moderation.train import TrainSpec, train_heads
 
     settings = load_settings(home=tmp_path / "home", data_dir=tiny_data)
-    spec = TrainSpec(epochs=60, learning_rate=0.05)
+    spec = TrainSpec(epochs=60, learning_rate=0.05, ngrams=NgramSpec())
     out = tmp_path / "heads"
     stages: list[str] = []
     card = train_heads(
@@ -141,6 +142,12 @@ def test_train_heads_on_tiny_data_writes_changed_heads(tmp_path: Path, tiny_data
     assert encoder.encoded == 0
     with np.load(tmp_path / "again" / "heads.npz") as again:
         np.testing.assert_allclose(again["weight"], weight, atol=0.05 * np.abs(weight).max())
+    # The n-gram heads are written beside the heads, and a folder retrained without them loses them.
+    assert "n-gram heads" in stages
+    assert (out / "ngrams.npz").is_file() and written["ngrams"]["terms"] > 0
+    without = TrainSpec(epochs=60, learning_rate=0.05, ngrams=None)
+    card = train_heads(settings, output_dir=out, seed=1, spec=without, sources=["seed"], encoder=encoder)
+    assert card["ngrams"] is None and not (out / "ngrams.npz").exists()
 
 
 def test_cli_eval_reports_metrics(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -39,8 +39,10 @@ import numpy as np
 from bastion.core.settings import Settings
 from bastion.core.taxonomy import BY_KEY, CATEGORY_KEYS
 from bastion.moderation.datasets import LabeledText, load_all, load_xstest
-from bastion.moderation.evaluate import binary_metrics, evaluate
+from bastion.moderation.evaluate import average_precision, binary_metrics, evaluate
 from bastion.moderation.heads import HeadParams
+from bastion.moderation.ngrams import FILE_NAME as NGRAMS_FILE
+from bastion.moderation.ngrams import NgramModel, NgramSpec, fit_ngrams, held_out_probabilities
 
 Progress = Callable[[str, int, int], None]
 
@@ -105,6 +107,8 @@ class TrainSpec:
     val_fraction: float = 0.1
     random_test_fraction: float = 0.1
     precision_target: float = 0.6
+    ngrams: NgramSpec | None = None
+    """n-gram heads to train beside the embedding heads (`bastion moderation train --ngrams`)."""
     min_threshold: float = 0.05
     strict_benign_fpr: float = 0.05
     threshold_rule: str = (
@@ -350,11 +354,6 @@ def lift_parents(scores: np.ndarray) -> np.ndarray:
     return out
 
 
-def predict(x: np.ndarray, heads: HeadParams) -> np.ndarray:
-    """Probabilities [n, 13] as served (parents lifted)."""
-    return lift_parents(sigmoid(heads.logits(x)))
-
-
 def source_weights(rows: Sequence[LabeledText], power: float) -> np.ndarray:
     """Per-row weight 1/size(family)**power, normalised to mean 1."""
     sizes = Counter(family(r.source) for r in rows)
@@ -510,11 +509,65 @@ def cross_validate(
     return logits, fold_of
 
 
-def score_texts(encoder: Any, heads: HeadParams, texts: Sequence[str]) -> np.ndarray:
-    """Served scores [n, 13]: max over each text's windows, parents lifted."""
+def select_ngram_categories(
+    ngrams: NgramModel,
+    texts: Sequence[str],
+    y: np.ndarray,
+    mask: np.ndarray,
+    fam_of: np.ndarray,
+    embedded: np.ndarray | None,
+    spec: NgramSpec,
+    progress: Progress | None = None,
+) -> dict[str, Any]:
+    """Keep the n-gram heads only for the categories where they help on sources they never saw.
+
+    The training rows' source families are dealt into `spec.selection_folds` folds; each fold is scored by
+    n-gram heads trained on the others, and its source-held-out embedding scores (`embedded`) are blended
+    with them. A category stays active when the blend's AUPRC, pooled over the folds, beats the embedding
+    scores' alone by more than `spec.min_gain`. Without source-held-out embedding scores nothing is
+    deactivated. Returns per category both AUPRCs and whether it was kept.
+    """
+    if embedded is None:
+        return {}
+    sizes = Counter(fam_of.tolist())
+    folds = family_folds(sorted(sizes), sizes, min(spec.selection_folds, len(sizes)))
+    fold_of = np.array([folds[f] for f in fam_of.tolist()])
+    if progress is not None:
+        progress("n-gram selection", 0, 1)
+    lexical = held_out_probabilities(texts, y, mask, fold_of, spec)
+    if progress is not None:
+        progress("n-gram selection", 1, 1)
+    w = ngrams.blend_weight
+    report: dict[str, Any] = {}
+    for j, key in enumerate(CATEGORY_KEYS):
+        if not ngrams.active[j]:
+            continue
+        rows = np.flatnonzero(mask[:, j] > 0)
+        alone = average_precision(y[rows, j], embedded[rows, j])
+        blended = average_precision(y[rows, j], (1 - w) * embedded[rows, j] + w * lexical[rows, j])
+        keep = alone is not None and blended is not None and blended > alone + spec.min_gain
+        ngrams.active[j] = keep
+        report[key] = {"embedding_heads": alone, "blended": blended, "kept": keep}
+    return report
+
+
+def pooled_scores(encoder: Any, heads: HeadParams, texts: Sequence[str]) -> np.ndarray:
+    """The embedding heads' scores [n, 13]: max over each text's windows and sentences."""
     chunks = encoder.encode_chunks(list(texts))
-    scores, _ = chunks.pool_max(predict(chunks.embeddings, heads), len(texts))
+    scores, _ = chunks.pool_max(sigmoid(heads.logits(chunks.embeddings)), len(texts))
     return np.asarray(scores, dtype=np.float64)
+
+
+def served_scores(pooled: np.ndarray, texts: Sequence[str], ngrams: NgramModel | None) -> np.ndarray:
+    """`pooled_scores` as served: blended with the n-gram heads when there are some, parents lifted."""
+    return lift_parents(ngrams.blend(pooled, texts) if ngrams is not None else pooled)
+
+
+def score_texts(
+    encoder: Any, heads: HeadParams, texts: Sequence[str], ngrams: NgramModel | None = None
+) -> np.ndarray:
+    """Served scores [n, 13] (`pooled_scores`, then `served_scores`)."""
+    return served_scores(pooled_scores(encoder, heads, texts), texts, ngrams)
 
 
 def xstest_metrics(scores: np.ndarray, labels: Sequence[int], thresholds: dict[str, float]) -> dict[str, Any]:
@@ -608,10 +661,25 @@ def train_heads(
     scale, shift = fit_platt(raw.logits(x[val_idx]), y[val_idx], mask[val_idx])
     heads = raw.calibrated(scale, shift)
     step("final heads", 1, 1)
-    # Thresholds and reported metrics use scores as served (max over windows and sentences, parents
-    # lifted: `score_texts`); the heads and their calibration are fitted on whole-text embeddings.
     train_texts = [texts[i] for i in tr]
-    val_scores = score_texts(encoder, heads, [train_texts[i] for i in val_idx])
+    # Source-held-out: each source family (or fold of families) scored by heads that never saw it,
+    # calibrated with the shipped Platt parameters (so the ECE shows calibration under domain shift).
+    oos_logits, fold_of = cross_validate(x, y, mask, weights, fam_of, spec, seed, step)
+    ngrams: NgramModel | None = None
+    ngram_selection: dict[str, Any] | None = None
+    if spec.ngrams is not None:
+        step("n-gram heads", 0, 1)
+        ngrams = fit_ngrams([train_texts[i] for i in fit_idx], y[fit_idx], mask[fit_idx], spec.ngrams)
+        step("n-gram heads", 1, 1)
+        if len(set(fam_of.tolist())) > 1:
+            held_out = sigmoid(oos_logits * scale + shift) if len(set(fold_of.tolist())) > 1 else None
+            ngram_selection = select_ngram_categories(
+                ngrams, train_texts, y, mask, fam_of, held_out, spec.ngrams, step
+            )
+    # Thresholds and reported metrics use scores as served (max over windows and sentences, blended with
+    # the n-gram heads, parents lifted: `score_texts`); the heads and their calibration are fitted on
+    # whole-text embeddings.
+    val_scores = score_texts(encoder, heads, [train_texts[i] for i in val_idx], ngrams)
     thresholds = choose_thresholds(
         val_scores, y[val_idx], mask[val_idx], spec.precision_target, spec.min_threshold
     )
@@ -619,14 +687,11 @@ def train_heads(
     strict = strict_thresholds(val_scores, benign_val, thresholds, spec.strict_benign_fpr, spec.min_threshold)
     metrics: dict[str, Any] = {}
     calibration: dict[str, Any] = {}
-    rt_scores = score_texts(encoder, heads, [train_texts[i] for i in rt_idx])
+    rt_scores = score_texts(encoder, heads, [train_texts[i] for i in rt_idx], ngrams)
     labels_rt = [labels_tr[i] for i in rt_idx]
     metrics["random_test"] = evaluate(_score_maps(rt_scores), labels_rt, thresholds)
     calibration["random_test"] = calibration_errors(rt_scores, labels_rt)
 
-    # Source-held-out: each source family (or fold of families) scored by heads that never saw it,
-    # calibrated with the shipped Platt parameters (so the ECE shows calibration under domain shift).
-    oos_logits, fold_of = cross_validate(x, y, mask, weights, fam_of, spec, seed, step)
     by_family: dict[str, Any] = {}
     if len(set(fold_of.tolist())) > 1:
         oos = lift_parents(sigmoid(oos_logits * scale + shift))
@@ -649,9 +714,16 @@ def train_heads(
     # Test sources: never trained on, never used for calibration or thresholds.
     if len(te):
         test_rows = [rows[i] for i in te]
-        test_scores = score_texts(encoder, heads, [texts[i] for i in te])
+        test_texts = [texts[i] for i in te]
+        test_pooled = pooled_scores(encoder, heads, test_texts)
+        test_scores = served_scores(test_pooled, test_texts, ngrams)
         labels_te = [r.labels for r in test_rows]
         metrics["test_sources"] = evaluate(_score_maps(test_scores), labels_te, thresholds)
+        if ngrams is not None:
+            without = served_scores(test_pooled, test_texts, None)
+            metrics["test_sources_without_ngrams"] = {
+                k: v["auprc"] for k, v in evaluate(_score_maps(without), labels_te, thresholds).items()
+            }
         calibration["test_sources"] = calibration_errors(test_scores, labels_te)
         per_source: dict[str, Any] = {}
         for source in sorted({r.source for r in test_rows}):
@@ -664,14 +736,14 @@ def train_heads(
         metrics["test_sources_by_source"] = per_source
 
     xs_texts, xs_labels, xs_path = load_xstest(settings.data_dir)
-    xs_scores = score_texts(encoder, heads, xs_texts)
+    xs_scores = score_texts(encoder, heads, xs_texts, ngrams)
     metrics["xstest_any_harm"] = xstest_metrics(xs_scores, xs_labels, thresholds)
     metrics["strict"] = {"xstest_any_harm": xstest_metrics(xs_scores, xs_labels, strict)}
     if len(te):
         metrics["strict"]["test_sources_any"] = evaluate(_score_maps(test_scores), labels_te, strict)["any"]
     functional = load_functional_tests()
     if functional:
-        fx_scores = score_texts(encoder, heads, [c["text"] for c in functional])
+        fx_scores = score_texts(encoder, heads, [c["text"] for c in functional], ngrams)
         metrics["functional_tests"] = functional_report(functional, _score_maps(fx_scores), thresholds)
 
     arrays = heads.arrays()
@@ -681,6 +753,10 @@ def train_heads(
         "encoder_fingerprint": np.array(encoder.fingerprint),
     }
     np.savez(out_dir / "heads.npz", **stored)
+    if ngrams is not None:
+        ngrams.save(out_dir)
+    else:  # heads trained without n-grams must not be served with an older folder's
+        (out_dir / NGRAMS_FILE).unlink(missing_ok=True)
     data_root = settings.data_dir.resolve()
     data_files: dict[str, str] = {}
     for files in loaded.files.values():
@@ -703,7 +779,12 @@ def train_heads(
     )
     card: dict[str, Any] = {
         "model": f"bastion-embedded heads ({_heads_record(heads)}) on the embeddings of {encoder_name}, "
-        "Platt-calibrated per category",
+        "Platt-calibrated per category"
+        + (
+            f", blended with word and character n-gram heads (weight {ngrams.blend_weight})"
+            if ngrams is not None
+            else ""
+        ),
         "created_unix": int(time.time()),
         "seed": seed,
         "heads_sha256": sha256_file(out_dir / "heads.npz"),
@@ -720,6 +801,19 @@ def train_heads(
             **({"distilled": distilled} if distilled else {}),
         },
         "spec": asdict(spec),
+        "ngrams": None
+        if ngrams is None
+        else {
+            "terms": len(ngrams.vocabulary),
+            "blend_weight": ngrams.blend_weight,
+            "categories": [k for k, on in zip(CATEGORY_KEYS, ngrams.active.tolist(), strict=True) if on],
+            "selection": ngram_selection,
+            "selection_rule": "a category is blended when, over folds of source families, the blend of "
+            "held-out n-gram heads with the source-held-out embedding heads has an AUPRC higher by more than "
+            "min_gain than the embedding heads alone",
+            "features": "word unigrams and bigrams, character 2-5-grams within words; sublinear tf-idf, "
+            "unit length; one logistic regression per category on the heads' training rows",
+        },
         "thresholds": thresholds,
         "threshold_rule": spec.threshold_rule,
         "threshold_sets": {"strict": strict},
@@ -772,6 +866,17 @@ def train_heads(
             "seed-contrasts (team-written safe look-alikes and the harmful requests they resemble) follows "
             "the publicly described kinds of over-refusal prompts that XSTest also uses (its prompts were "
             "never opened), so the XSTest numbers are less independent than the test sources'.",
+            *(
+                [
+                    "The n-gram blend weight (ngrams.blend_weight) was chosen after seeing the test sources' "
+                    "any-harm AUPRC at several weights (0.2-0.5 all gained; 0.3 is below the validation "
+                    "split's own best), so the test-source gain from the n-grams is slightly optimistic. "
+                    "The blended categories are chosen on training sources only (ngrams.selection). "
+                    "source_held_out figures are the embedding heads alone.",
+                ]
+                if ngrams is not None
+                else []
+            ),
         ],
     }
     card = _round(card)
@@ -869,6 +974,13 @@ def model_card_markdown(card: dict[str, Any]) -> str:
             cells.append(f"{_cell(auprc)} ({_cell(e)}; {pos} pos)" if e is not None else f"{_cell(auprc)}")
         thr = card["thresholds"].get(key, "per category")
         lines.append(f"| {key} | " + " | ".join(cells) + f" | {_cell(thr)} |")
+    without = m.get("test_sources_without_ngrams")
+    if without and "test_sources" in m:
+        lines += [
+            "",
+            f"Test sources without the n-gram heads (embedding heads alone): any-harm AUPRC "
+            f"{_cell(without['any'])}, against {_cell(m['test_sources']['any']['auprc'])} blended.",
+        ]
     xs = m["xstest_any_harm"]
     lines += [
         "",

@@ -2,7 +2,9 @@
 
 Long texts are cut into overlapping 128-token windows, and a window holding several sentences also pools
 each sentence on its own (`encoder.Windows`); a text's score per category is the max over these, and the
-window or sentence that gave it is reported as the span. A text of nothing but white space scores 0.
+window or sentence that gave it is reported as the span. When the heads folder holds n-gram heads
+(`ngrams.npz`), those scores are blended with theirs (`ngrams.NgramModel.blend`); the span still comes
+from the windows. A text of nothing but white space scores 0.
 Heads and thresholds come from a folder holding `heads.npz` (`weight` [13, d], `bias` [13], `categories`;
 optionally `hidden_weight` [H, d] and `hidden_bias` [H] with `weight` [13, H] and a ReLU between) and
 `card.json` (thresholds, metrics, data hashes); the packaged folder is
@@ -33,6 +35,7 @@ from bastion.core.settings import Settings
 from bastion.core.taxonomy import CATEGORY_KEYS
 from bastion.moderation.backends.base import BackendScores, ModerationBackend, moderation_backends
 from bastion.moderation.heads import HeadParams
+from bastion.moderation.ngrams import NgramModel
 
 if TYPE_CHECKING:
     from bastion.moderation.encoder import WindowEncoder
@@ -82,7 +85,8 @@ class EmbeddedOptions(BaseModel):
 
 
 class Heads:
-    """The heads folder: `heads.npz` (see `HeadParams.load`) and `card.json` (thresholds, metrics)."""
+    """The heads folder: `heads.npz` (see `HeadParams.load`), `card.json` (thresholds, metrics) and, when
+    trained with them, the n-gram heads `ngrams.npz` (see `ngrams.NgramModel`)."""
 
     def __init__(self, folder: Path) -> None:
         heads_file, card_file = folder / "heads.npz", folder / "card.json"
@@ -91,6 +95,7 @@ class Heads:
                 f"{folder} must hold heads.npz and card.json; train them with `bastion moderation train`"
             )
         self.params = HeadParams.load(heads_file)
+        self.ngrams = NgramModel.in_folder(folder)
         try:
             self.card: dict[str, Any] = json.loads(card_file.read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
@@ -269,6 +274,8 @@ class EmbeddedBackend(ModerationBackend):
             raise BackendError(f"embedded encoder failed: {exc}") from exc
         probs = chunks.scores if chunks.scores is not None else self.heads.params.predict(chunks.embeddings)
         best, which = chunks.pool_max(probs.astype(np.float64), len(texts))
+        if self.heads.ngrams is not None:
+            best = self.heads.ngrams.blend(best, texts)
         out: list[tuple[np.ndarray, dict[str, list[tuple[int, int]]]]] = []
         for t in range(len(texts)):
             if not texts[t].strip():
@@ -304,7 +311,8 @@ class EmbeddedBackend(ModerationBackend):
         }
 
     def describe(self) -> dict[str, Any]:
-        """Plugin, options, runtime, heads sha256, encoder fingerprint, data hashes behind the heads."""
+        """Plugin, options, runtime, heads sha256, encoder fingerprint, data hashes behind the heads, and
+        the n-gram heads (sha256, size, blend weight, blended categories) when there are some."""
         card = self.heads.card
         info: dict[str, Any] = {
             **super().describe(),
@@ -318,6 +326,18 @@ class EmbeddedBackend(ModerationBackend):
             "seed": card.get("seed"),
             "data_sha256": card.get("data", {}).get("files_sha256", {}),
         }
+        ngrams = self.heads.ngrams
+        info["ngrams"] = None
+        if ngrams is not None:
+            from bastion.moderation.ngrams import FILE_NAME
+            from bastion.moderation.train import sha256_file
+
+            info["ngrams"] = {
+                "sha256": sha256_file(self.heads.folder / FILE_NAME),
+                "terms": len(ngrams.vocabulary),
+                "blend_weight": ngrams.blend_weight,
+                "categories": [k for k, on in zip(CATEGORY_KEYS, ngrams.active.tolist(), strict=True) if on],
+            }
         if self.graph is not None:
             info["onnx"] = {
                 "key": self.graph.key,
