@@ -269,9 +269,10 @@ def main() -> None:
     seconds = 3.0 if args.quick else 10.0
     max_tokens = 16 if args.quick else 64
     texts = questions(20 + n + 20_000)
+    from benchmarks import machine
+
     results: dict[str, Any] = {
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-        f"Python {platform.python_version()}",
+        "machine": f"{machine.cpu_line()}, Python {platform.python_version()}",
         "moderation_model": args.moderation_model,
         "requests": n,
     }

@@ -53,6 +53,7 @@ if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
 
 import numpy as np
 
+from benchmarks.machine import cpu_line, cpu_summary
 from benchmarks.texts import long_texts, short_texts
 
 Scorer = Callable[[Sequence[str]], Any]
@@ -330,6 +331,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "cpus": os.cpu_count(),
             "torch_threads": torch_threads,
             "load_average": load_average,
+            "cpu": cpu_summary(),
         },
         "text_words": {"short": 20, "long": 200},
         "memory_method": MEMORY_METHOD,
@@ -337,6 +339,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "wall_s": time.perf_counter() - started,
     }
     print(render(results))
+    print(f"(cpu: {cpu_line(report['machine']['cpu'])})")
     print(
         f"(wall time {report['wall_s']:.0f} s; {os.cpu_count()} CPUs; torch threads {torch_threads}; "
         f"load average {load_average}; torch imported by the bastion worker: "
