@@ -231,11 +231,16 @@ def test_serving_from_the_cache_never_imports_torch(
 
 def test_a_large_batch_split_over_workers_scores_each_text_as_alone(settings: Settings) -> None:
     backend = make(settings, runtime="onnx", cache_size=0, workers=2)
+    encoder = backend.encoder
+    assert isinstance(encoder, onnx_export.OnnxEncoder)
+    # Whatever this machine's probe decided, one-text calls here run on a 2-thread session.
+    encoder.single_session = onnx_export.open_session(encoder.graph.path, 2)
     texts = [f"{text} (message {i})" for i in range(4) for text in TEXTS]
     assert len(texts) >= onnx_export.SHARD_MIN_TEXTS * 2
     together = matrix(backend.score(texts))
     alone = matrix([backend.score([text])[0] for text in texts])
-    # int8 graphs run one window per call, so a text's scores never depend on the texts beside it.
+    # int8 graphs run one window per call, so a text's scores never depend on the texts beside it, nor on
+    # the session's thread count.
     assert np.array_equal(together, alone)
     chunks = backend.encoder.encode_chunks(texts)
     assert chunks.text_index.tolist() == sorted(chunks.text_index.tolist())
@@ -271,3 +276,47 @@ def test_a_large_batch_scores_the_backends_concurrently_with_the_same_results(se
     ]
     model.close()
     assert model._helper is None
+
+
+class CountingSession:
+    """Wraps an ONNX Runtime session and counts its runs."""
+
+    def __init__(self, session: Any) -> None:
+        self.session = session
+        self.runs = 0
+
+    def run(self, *args: Any) -> Any:
+        self.runs += 1
+        return self.session.run(*args)
+
+
+def test_the_single_text_session_is_kept_only_when_it_measures_faster(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(onnx_export, "SINGLE_SPEEDUP", 0.0)  # nothing is that fast: never kept
+    slow = make(settings, runtime="onnx", cache_size=0, single_text_threads=2)
+    info = slow.describe()["onnx"]["single_text_session"]
+    assert info["used"] is False and info["threads"] == 2
+    assert info["serving_ms"] > 0 and info["single_ms"] > 0
+    monkeypatch.setattr(onnx_export, "SINGLE_SPEEDUP", 100.0)  # anything passes: always kept
+    fast = make(settings, runtime="onnx", cache_size=0, single_text_threads=2)
+    assert fast.describe()["onnx"]["single_text_session"]["used"] is True
+    off = make(settings, runtime="onnx", cache_size=0, single_text_threads=1)
+    assert off.describe()["onnx"]["single_text_session"] == {"used": False}
+
+
+def test_one_text_uses_the_single_session_unless_another_call_holds_it(settings: Settings) -> None:
+    backend = make(settings, runtime="onnx", cache_size=0, single_text_threads=1)
+    encoder = backend.encoder
+    assert isinstance(encoder, onnx_export.OnnxEncoder) and encoder.single_session is None
+    single = CountingSession(onnx_export.open_session(encoder.graph.path, 2))
+    serving = CountingSession(encoder.session)
+    encoder.single_session, encoder.session = single, serving
+    (first,) = backend.score([TEXTS[0]])
+    assert (single.runs, serving.runs) == (1, 0)
+    with encoder._single_lock:  # as if another request were running on it
+        (second,) = backend.score([TEXTS[0]])
+    assert (single.runs, serving.runs) == (1, 1)
+    assert first.scores == second.scores
+    backend.score(TEXTS[:4])  # several texts: the serving session (and its workers)
+    assert single.runs == 1 and serving.runs >= 5

@@ -306,6 +306,12 @@ class WindowEncoder(ABC):
         """(L2-normalised embeddings [n, rows, dim] pooled with `pools` [n, rows, width], head probabilities
         [n, rows, 13] or None) for one batch."""
 
+    def _forward_one(
+        self, input_ids: np.ndarray, mask: np.ndarray, pools: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """`_forward` for a call holding a single window (runtimes may use a lower-latency path)."""
+        return self._forward(input_ids, mask, pools)
+
     def encode_chunks(self, texts: Sequence[str], sentences: bool = True) -> ChunkedEmbeddings:
         """Embed every window of every text (texts are sanitised first; nothing is truncated); with
         `sentences` (how texts are scored), each sentence of a window holding several is an entry too,
@@ -325,7 +331,7 @@ class WindowEncoder(ABC):
         ]
         text_index = np.repeat(windows.text_index, counts)
         if len(ids) == 1:  # one short text: no sorting, no scatter
-            emb, scores = self._forward(*batch_inputs(ids, segments, self.tokenizer.pad_id))
+            emb, scores = self._forward_one(*batch_inputs(ids, segments, self.tokenizer.pad_id))
             return ChunkedEmbeddings(
                 emb[0].astype(np.float32), text_index, offsets, None if scores is None else scores[0]
             )
