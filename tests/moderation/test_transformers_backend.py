@@ -375,7 +375,11 @@ def test_guard_uses_the_chat_template_when_present(guard_model: Path, tmp_path: 
     ids = backend._prompt_ids("the cat")
     assert tokenizer.convert_ids_to_tokens(ids[-1]) == MARKER
     (result,) = backend.score(["the cat sat"])  # the template's trailing marker makes it unsafe
-    assert result.scores["harassment"] > 0.5
+    (plain,) = make(mode="guard", model_path=str(guard_model)).score(["the cat sat"])
+    # The tiny model only saw the marker inside its own prompt, so how sure it is here varies with the
+    # CPU's kernels (about 0.4 to 0.6); without the template the same text is safe.
+    assert plain.scores["harassment"] < 0.1
+    assert result.scores["harassment"] > plain.scores["harassment"] + 0.25
 
 
 def test_invalid_options(multi_label_model: Path) -> None:
