@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -148,6 +149,32 @@ def test_train_heads_on_tiny_data_writes_changed_heads(tmp_path: Path, tiny_data
     without = TrainSpec(epochs=60, learning_rate=0.05, ngrams=None)
     card = train_heads(settings, output_dir=out, seed=1, spec=without, sources=["seed"], encoder=encoder)
     assert card["ngrams"] is None and not (out / "ngrams.npz").exists()
+
+
+def test_ngram_heads_that_help_no_category_are_not_written(
+    tmp_path: Path, tiny_data: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from bastion.moderation import train
+    from bastion.moderation.ngrams import NgramModel, NgramSpec
+
+    real = train.fit_ngrams
+
+    def unhelpful(*args: Any, **kwargs: Any) -> NgramModel:
+        model = real(*args, **kwargs)
+        model.active[:] = False  # as if the selection had rejected every category
+        return model
+
+    monkeypatch.setattr(train, "fit_ngrams", unhelpful)
+    settings = load_settings(home=tmp_path / "home", data_dir=tiny_data)
+    out = tmp_path / "heads"
+    out.mkdir()
+    (out / "ngrams.npz").write_bytes(b"stale")
+    spec = train.TrainSpec(epochs=5, ngrams=NgramSpec())
+    card = train.train_heads(
+        settings, output_dir=out, seed=1, spec=spec, sources=["seed"], encoder=HashingEncoder()
+    )
+    assert card["ngrams"]["categories"] == [] and card["ngrams"]["terms"] > 0
+    assert not (out / "ngrams.npz").exists()
 
 
 def test_cli_eval_reports_metrics(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

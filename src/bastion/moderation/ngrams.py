@@ -163,7 +163,7 @@ class NgramModel:
     def blend(self, embedded: np.ndarray, texts: Sequence[str]) -> np.ndarray:
         """`embedded` scores [n, 13] of `texts` blended with the lexical heads where there is one."""
         out = np.array(embedded, dtype=np.float64, copy=True)
-        if not len(texts):
+        if not len(texts) or not self.active.any():
             return out
         lexical = self.probabilities(texts)
         w = self.blend_weight

@@ -666,16 +666,30 @@ def train_heads(
     # calibrated with the shipped Platt parameters (so the ECE shows calibration under domain shift).
     oos_logits, fold_of = cross_validate(x, y, mask, weights, fam_of, spec, seed, step)
     ngrams: NgramModel | None = None
-    ngram_selection: dict[str, Any] | None = None
+    ngram_record: dict[str, Any] | None = None
     if spec.ngrams is not None:
         step("n-gram heads", 0, 1)
         ngrams = fit_ngrams([train_texts[i] for i in fit_idx], y[fit_idx], mask[fit_idx], spec.ngrams)
         step("n-gram heads", 1, 1)
+        selection: dict[str, Any] = {}
         if len(set(fam_of.tolist())) > 1:
             held_out = sigmoid(oos_logits * scale + shift) if len(set(fold_of.tolist())) > 1 else None
-            ngram_selection = select_ngram_categories(
+            selection = select_ngram_categories(
                 ngrams, train_texts, y, mask, fam_of, held_out, spec.ngrams, step
             )
+        ngram_record = {
+            "terms": len(ngrams.vocabulary),
+            "blend_weight": ngrams.blend_weight,
+            "categories": [k for k, on in zip(CATEGORY_KEYS, ngrams.active.tolist(), strict=True) if on],
+            "selection": selection,
+            "selection_rule": "a category is blended when, over folds of source families, the blend of "
+            "held-out n-gram heads with the source-held-out embedding heads has an AUPRC higher by more than "
+            "min_gain than the embedding heads alone",
+            "features": "word unigrams and bigrams, character 2-5-grams within words; sublinear tf-idf, "
+            "unit length; one logistic regression per category on the heads' training rows",
+        }
+        if not ngrams.active.any():  # none helps: nothing to serve (the card still says why)
+            ngrams = None
     # Thresholds and reported metrics use scores as served (max over windows and sentences, blended with
     # the n-gram heads, parents lifted: `score_texts`); the heads and their calibration are fitted on
     # whole-text embeddings.
@@ -755,7 +769,7 @@ def train_heads(
     np.savez(out_dir / "heads.npz", **stored)
     if ngrams is not None:
         ngrams.save(out_dir)
-    else:  # heads trained without n-grams must not be served with an older folder's
+    else:  # heads trained without (useful) n-grams must not be served with an older folder's
         (out_dir / NGRAMS_FILE).unlink(missing_ok=True)
     data_root = settings.data_dir.resolve()
     data_files: dict[str, str] = {}
@@ -801,19 +815,7 @@ def train_heads(
             **({"distilled": distilled} if distilled else {}),
         },
         "spec": asdict(spec),
-        "ngrams": None
-        if ngrams is None
-        else {
-            "terms": len(ngrams.vocabulary),
-            "blend_weight": ngrams.blend_weight,
-            "categories": [k for k, on in zip(CATEGORY_KEYS, ngrams.active.tolist(), strict=True) if on],
-            "selection": ngram_selection,
-            "selection_rule": "a category is blended when, over folds of source families, the blend of "
-            "held-out n-gram heads with the source-held-out embedding heads has an AUPRC higher by more than "
-            "min_gain than the embedding heads alone",
-            "features": "word unigrams and bigrams, character 2-5-grams within words; sublinear tf-idf, "
-            "unit length; one logistic regression per category on the heads' training rows",
-        },
+        "ngrams": ngram_record,
         "thresholds": thresholds,
         "threshold_rule": spec.threshold_rule,
         "threshold_sets": {"strict": strict},
