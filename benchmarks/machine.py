@@ -1,7 +1,7 @@
 """What a benchmark ran on: the CPU model and the vector instructions that decide int8 speed.
 
-The same code measures very differently across CPUs: ONNX Runtime's int8 kernels are several times faster
-with VNNI (AVX-512 VNNI or AVX-VNNI) than with AVX2 alone, so every speed figure is printed with this line.
+The same code measures very differently across CPUs: ONNX Runtime's int8 kernels are much faster with VNNI
+(AVX-512 VNNI or AVX-VNNI) than with AVX2 alone, so every speed figure is printed with this line.
 """
 
 from __future__ import annotations
