@@ -8,13 +8,16 @@ Measured in one run, on the same texts, for each system:
 - held-out quality on the *test sources* (`TrainSpec.test_sources`: whole data sets and RTP-LX locales
   that the shipped heads never trained on, calibrated on or tuned thresholds on): any-harm AUPRC and
   AUPRC per category. Texts are cut to `max_train_chars` and scored as served (max over windows and
-  sentences). The previous shipped model (`benchmarks/baselines/embedded_v2`: the same recipe on
-  all-MiniLM-L6-v2 itself, held out the same way) is embedded with its own encoder; a second line compares,
+  sentences). The previous shipped model (`benchmarks/baselines/embedded_v3`: heads on the same distilled
+  encoder, trained before the everyday assistant traffic was added, held out the same way) runs on the
+  packaged encoder, which its heads were trained on; a second line compares,
   on the five whole test data sets only, the first shipped recipe retrained without them
   (`baselines/embedded_v1_recipe_heldout`); alt-profanity-check gives one any-harm score;
 - XSTest (never trained or tuned on): share of the 250 safe prompts flagged and of the 200 unsafe
   prompts caught, each system at its own thresholds (alt-profanity-check at 0.5), texts served whole
   (max over 256-token windows);
+- everyday text: the share of each all-benign test source (TruthfulQA questions, OpenAssistant messages)
+  flagged by each system at its thresholds;
 - the team-written hate-speech functional tests (`artifacts/functional_tests.jsonl`): accuracy per
   function (hateful when the hate score passes its threshold; profanity-check: probability ≥ 0.5).
 
@@ -43,6 +46,7 @@ from bastion.moderation.train import (
     TrainSpec,
     bundled_encoder,
     default_artifacts_dir,
+    flag_rate,
     is_test_source,
     score_texts,
     select_rows,
@@ -50,7 +54,7 @@ from bastion.moderation.train import (
 )
 
 BASELINES = Path(__file__).resolve().parent / "baselines"
-BASELINE = BASELINES / "embedded_v2"
+BASELINE = BASELINES / "embedded_v3"
 FAIR_BASELINE = BASELINES / "embedded_v1_recipe_heldout"
 FAIR_SOURCES = ("convabuse", "fox-news", "mlma", "simplesafetytests", "harmbench")
 
@@ -70,9 +74,22 @@ class Embedder:
         self._encoders: dict[str, Any] = {}
 
     def encoder(self, folder: Path) -> Any:
-        from bastion.moderation.encoder import Encoder, resolve_model_path
+        """The folder's own `encoder/`; else the packaged encoder when the heads were trained on it; else
+        all-MiniLM-L6-v2."""
+        from bastion.moderation.encoder import resolve_model_path
 
         path = resolve_model_path(bundled_encoder(folder))
+        trained_on = HeadParams.load(folder / "heads.npz").encoder_fingerprint
+        packaged = bundled_encoder(default_artifacts_dir())
+        if bundled_encoder(folder) is None and packaged is not None:
+            candidate = self._load(resolve_model_path(packaged))
+            if candidate.fingerprint == trained_on:
+                return candidate
+        return self._load(path)
+
+    def _load(self, path: Any) -> Any:
+        from bastion.moderation.encoder import Encoder
+
         if str(path) not in self._encoders:
             self._encoders[str(path)] = Encoder(path)
         return self._encoders[str(path)]
@@ -184,6 +201,20 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         f"{_ratio(s['safe_flagged_rate'], p['safe_flagged_rate'])}, unsafe caught "
         f"{_ratio(s['unsafe_recall'], p['unsafe_recall'])}"
     )
+    benign_sources = sorted({r.source for r in test if r.source.startswith("benign:")})
+    everyday: dict[str, dict[str, float]] = {}
+    for source in benign_sources:
+        idx = [i for i, r in enumerate(test) if r.source == source]
+        everyday[source] = {name: flag_rate(served[name][idx], systems[name][1]) for name in folders}
+        everyday[source]["alt-profanity-check"] = float((prof[idx] >= 0.5).mean())
+    print("\neveryday text (benign test sources): share flagged at each system's thresholds (lower: better)")
+    print(f"  {'source':22s}{'n':>6s}{'shipped':>9s}{'previous':>10s}{'profanity':>11s}{'vs prev':>9s}")
+    for source, rates in everyday.items():
+        n = sum(r.source == source for r in test)
+        row = [rates[name] for name in names]
+        print(
+            f"  {source:22s}{n:>6d}{row[0]:>9.3f}{row[1]:>10.3f}{row[2]:>11.3f}{_ratio(row[0], row[1]):>9s}"
+        )
     print("\nhate-speech functional tests (team-written): accuracy per function")
     print(f"  {'function (expected)':46s}{'n':>4s}{'shipped':>9s}{'previous':>10s}{'profanity':>11s}")
     for fn, m in fx["shipped"]["by_function"].items():
@@ -194,7 +225,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         f"  {'overall':46s}{fx['shipped']['overall']['n']:>4d}"
         f"{overall[0]:>9.2f}{overall[1]:>10.2f}{overall[2]:>11.2f}"
     )
-    result = {"test_sources": held, "fair_test_sources": fair, "xstest": xs, "functional_tests": fx}
+    result = {
+        "test_sources": held,
+        "fair_test_sources": fair,
+        "xstest": xs,
+        "everyday_flagged": everyday,
+        "functional_tests": fx,
+    }
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
     return result

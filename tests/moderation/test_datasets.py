@@ -90,3 +90,22 @@ def test_load_all_dedupes_covers_every_category_and_excludes_xstest(loaded: Load
     # Masking: a hate-only source says nothing about self-harm.
     stormfront = [r for r in loaded.rows if r.source == "stormfront"]
     assert stormfront and all(r.labels["self-harm"] is None for r in stormfront)
+
+
+def test_everyday_assistant_traffic_is_benign_and_the_test_source_is_kept_apart(loaded: LoadedData) -> None:
+    from bastion.moderation.train import TrainSpec, is_test_source
+
+    by_source: dict[str, list[str]] = {}
+    for row in loaded.rows:
+        by_source.setdefault(row.source, []).append(row.text)
+    oasst = [r for r in loaded.rows if r.source == "benign:oasst"]
+    pandalm = [r for r in loaded.rows if r.source == "benign:pandalm"]
+    # Replies as well as prompts: far more messages than the 100 trees.
+    assert len(oasst) > 500 and len(pandalm) > 500
+    assert all(v == 0 for r in oasst + pandalm for v in r.labels.values())
+    spec = TrainSpec()
+    assert is_test_source("benign:oasst", spec) and not is_test_source("benign:pandalm", spec)
+    everyday = load_seed(source="seed-everyday")
+    assert len(everyday) >= 300 and all(v == 0 for r in everyday for v in r.labels.values())
+    test_keys = {normalise_key(r.text) for r in oasst}
+    assert not any(normalise_key(r.text) in test_keys for r in everyday)

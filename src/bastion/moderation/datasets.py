@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 from bastion.core.errors import ConfigError
 from bastion.core.taxonomy import BY_KEY, CATEGORY_KEYS
@@ -734,7 +735,8 @@ def load_simplesafetytests(root: Path) -> tuple[list[LabeledText], list[Path]]:
 def load_benign(root: Path) -> tuple[list[LabeledText], list[Path]]:
     """Benign text, 0 on every category: therapist answers and non-crisis questions (Counsel Chat),
     NIH health Q&A (MedQuAD), civil Wikipedia talk comments, CoCoNot contrast and preference prompts,
-    TruthfulQA questions."""
+    TruthfulQA questions, and everyday assistant traffic: PandaLM's instructions (with their input) and
+    model responses, and every message of the OpenAssistant trees (prompts and replies)."""
     files = [
         root / "counsel-chat" / "20200325_counsel_chat.csv",
         root / "medquad-sensitive-health" / "medquad_sensitive_health.jsonl",
@@ -743,6 +745,8 @@ def load_benign(root: Path) -> tuple[list[LabeledText], list[Path]]:
         root / "coconot" / "coconot_contrast_eval.jsonl",
         root / "coconot" / "coconot_pref.jsonl",
         root / "truthfulqa" / "TruthfulQA.csv",
+        root / "pandalm-human-testset" / "testset-v1.json",
+        root / "oasst-en100-trees" / "en_100_tree.jsonl",
     ]
     zero = make_labels(zero=ALL)
     crisis = {"self-harm", "depression", "eating-disorders", "domestic-violence", "trauma", "substance-abuse"}
@@ -758,14 +762,30 @@ def load_benign(root: Path) -> tuple[list[LabeledText], list[Path]]:
     for path in files[4:6]:
         texts += [(str(item["prompt"]), "benign:coconot") for item in _read_jsonl(path)]
     texts += [(r["Question"], "benign:truthfulqa") for r in _read_csv(files[6])]
+    for item in json.loads(files[7].read_text(encoding="utf-8")):
+        prompt = str(item["instruction"]) + (f"\n{item['input']}" if item.get("input") else "")
+        texts += [(t, "benign:pandalm") for t in (prompt, str(item["response1"]), str(item["response2"]))]
+    for tree in _read_jsonl(files[8]):
+        root_message = tree["prompt"]
+        assert isinstance(root_message, dict)
+        texts += [(t, "benign:oasst") for t in _tree_texts(root_message)]
     rows = [LabeledText(t.strip(), dict(zero), s) for t, s in texts if t and t.strip()]
     return rows, files
+
+
+def _tree_texts(message: dict[str, Any]) -> list[str]:
+    """The text of an OpenAssistant message and of every reply below it."""
+    texts = [str(message.get("text", ""))]
+    for reply in message.get("replies", []):
+        texts += _tree_texts(reply)
+    return texts
 
 
 SEED_FILES = {
     "seed": "team_written.json",
     "seed-depictions": "team_written_depictions.json",
     "seed-contrasts": "team_written_contrasts.json",
+    "seed-everyday": "team_written_everyday.json",
 }
 
 

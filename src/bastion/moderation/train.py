@@ -87,6 +87,7 @@ class TrainSpec:
         "simplesafetytests",
         "harmbench",
         "benign:truthfulqa",
+        "benign:oasst",
         "rtp-lx:DE",
         "rtp-lx:HI",
         "rtp-lx:JA",
@@ -110,10 +111,12 @@ class TrainSpec:
     ngrams: NgramSpec | None = None
     """n-gram heads to train beside the embedding heads (`bastion moderation train --ngrams`)."""
     min_threshold: float = 0.05
+    threshold_resamples: int = 50
     strict_benign_fpr: float = 0.05
     threshold_rule: str = (
         "on the random validation split (calibrated scores): the max-F1 threshold, raised until precision "
-        "reaches precision_target where it can; 0.5 with under 5 positives; clipped to [min_threshold, 0.95]"
+        "reaches precision_target where it can; the median of that threshold over threshold_resamples "
+        "bootstrap resamples of the split; 0.5 with under 5 positives; clipped to [min_threshold, 0.95]"
     )
 
 
@@ -410,10 +413,18 @@ def fit_platt(logits: np.ndarray, y: np.ndarray, mask: np.ndarray) -> tuple[np.n
 
 
 def choose_thresholds(
-    scores: np.ndarray, y: np.ndarray, mask: np.ndarray, precision_target: float, floor: float = 0.05
+    scores: np.ndarray,
+    y: np.ndarray,
+    mask: np.ndarray,
+    precision_target: float,
+    floor: float = 0.05,
+    resamples: int = 0,
+    seed: int = 0,
 ) -> dict[str, float]:
     """Per category, the max-F1 threshold raised until precision ≥ target (where reachable) on the
-    given rows, at least `floor`."""
+    given rows, at least `floor`. With `resamples`, the median of that threshold over as many bootstrap
+    resamples of the rows: a thin category's max-F1 cut jumps with a handful of positives, the median less."""
+    rng = np.random.default_rng(seed)
     out: dict[str, float] = {}
     for j, key in enumerate(CATEGORY_KEYS):
         known = mask[:, j] > 0
@@ -421,18 +432,30 @@ def choose_thresholds(
         if yj.sum() < 5:
             out[key] = max(0.5, floor)
             continue
-        order = np.argsort(-sj, kind="mergesort")
-        tp = np.cumsum(yj[order])
-        k = np.arange(1, len(order) + 1)
-        f1 = 2 * tp / (k + yj.sum())
-        precise = np.nonzero(tp / k >= precision_target)[0]
-        # The max-F1 cut, moved up (fewer flags) until the precision target is met where it can be.
-        best = int(np.argmax(f1))
-        if len(precise):
-            best = min(best, int(precise.max()))
-        nxt = sj[order[best + 1]] if best + 1 < len(order) else sj[order[best]] - 1e-3
-        out[key] = float(np.clip((sj[order[best]] + nxt) / 2, floor, 0.95))
+        if resamples <= 0:
+            out[key] = _threshold(yj, sj, precision_target, floor)
+            continue
+        cuts = []
+        for _ in range(resamples):
+            pick = rng.integers(0, len(yj), len(yj))
+            if yj[pick].sum() >= 1:
+                cuts.append(_threshold(yj[pick], sj[pick], precision_target, floor))
+        out[key] = float(np.median(cuts))
     return out
+
+
+def _threshold(yj: np.ndarray, sj: np.ndarray, precision_target: float, floor: float) -> float:
+    order = np.argsort(-sj, kind="mergesort")
+    tp = np.cumsum(yj[order])
+    k = np.arange(1, len(order) + 1)
+    f1 = 2 * tp / (k + yj.sum())
+    precise = np.nonzero(tp / k >= precision_target)[0]
+    # The max-F1 cut, moved up (fewer flags) until the precision target is met where it can be.
+    best = int(np.argmax(f1))
+    if len(precise):
+        best = min(best, int(precise.max()))
+    nxt = sj[order[best + 1]] if best + 1 < len(order) else sj[order[best]] - 1e-3
+    return float(np.clip((sj[order[best]] + nxt) / 2, floor, 0.95))
 
 
 def is_benign(row: LabeledText) -> bool:
@@ -474,6 +497,32 @@ def _round(obj: Any) -> Any:
     if isinstance(obj, list):
         return [_round(v) for v in obj]
     return obj
+
+
+def flag_rate(scores: np.ndarray, thresholds: dict[str, float]) -> float:
+    """Share of the rows (scores [n, 13]) that pass the threshold of at least one category."""
+    if not len(scores):
+        return 0.0
+    limits = np.array([thresholds[k] for k in CATEGORY_KEYS])
+    return float((scores >= limits).any(axis=1).mean())
+
+
+def _benign_lines(m: dict[str, Any]) -> list[str]:
+    """The model card's table of all-benign test sources: the share of their texts flagged."""
+    benign = {k: v for k, v in m.get("test_sources_by_source", {}).items() if "flagged" in v}
+    if not benign:
+        return []
+    return [
+        "",
+        "## Everyday text (benign test sources, never trained on): share flagged",
+        "",
+        "| source | texts | flagged (default thresholds) | flagged (strict) |",
+        "|---|---|---|---|",
+        *[
+            f"| {source} | {v['n']} | {_cell(v['flagged'])} | {_cell(v['flagged_strict'])} |"
+            for source, v in benign.items()
+        ],
+    ]
 
 
 def _summary(m: dict[str, Any]) -> dict[str, Any]:
@@ -695,7 +744,13 @@ def train_heads(
     # whole-text embeddings.
     val_scores = score_texts(encoder, heads, [train_texts[i] for i in val_idx], ngrams)
     thresholds = choose_thresholds(
-        val_scores, y[val_idx], mask[val_idx], spec.precision_target, spec.min_threshold
+        val_scores,
+        y[val_idx],
+        mask[val_idx],
+        spec.precision_target,
+        spec.min_threshold,
+        spec.threshold_resamples,
+        seed,
     )
     benign_val = np.array([is_benign(train_rows[i]) for i in val_idx], dtype=bool)
     strict = strict_thresholds(val_scores, benign_val, thresholds, spec.strict_benign_fpr, spec.min_threshold)
@@ -744,6 +799,9 @@ def train_heads(
             sel = [i for i, r in enumerate(test_rows) if r.source == source]
             m = evaluate(_score_maps(test_scores[sel]), [labels_te[i] for i in sel], thresholds)
             entry = _summary(m["any"])
+            if entry["positives"] == 0:  # an all-benign source: what matters is how much of it is flagged
+                entry["flagged"] = flag_rate(test_scores[sel], thresholds)
+                entry["flagged_strict"] = flag_rate(test_scores[sel], strict)
             if family(source) == "rtp-lx":
                 entry["per_category_auprc"] = {k: m[k]["auprc"] for k in CATEGORY_KEYS if m[k]["auprc"]}
             per_source[source] = entry
@@ -952,8 +1010,9 @@ def model_card_markdown(card: dict[str, Any]) -> str:
         "",
         f"{card['data']['rows_trained']} training rows from the public sets in `BASTION_DATA_DIR` (mapped to "
         "the 13 categories by `datasets.py`, masked where a source is silent) plus team-written seed items "
-        "(`artifacts/seed/`: thin categories, depictions of violence, and safe look-alikes beside the "
-        "harmful requests they resemble; each file marked as such). Held out of training entirely (the *test "
+        "(`artifacts/seed/`: thin categories, depictions of violence, safe look-alikes beside the "
+        "harmful requests they resemble, and everyday assistant requests and replies; each file marked as "
+        "such). Held out of training entirely (the *test "
         f"sources*, {card['data']['rows_test_sources']} rows): {', '.join(card['spec']['test_sources'])}. "
         "XSTest and the team-written functional tests are never trained or tuned on. File hashes are in "
         "`card.json` → `data.files_sha256`.",
@@ -992,6 +1051,7 @@ def model_card_markdown(card: dict[str, Any]) -> str:
         f"{_cell(xs['safe_flagged_rate'])} of the 250 safe prompts are flagged and "
         f"{_cell(xs['unsafe_recall'])} of the 200 unsafe prompts caught.",
         *_strict_lines(card),
+        *_benign_lines(m),
         "",
         "## Languages (RTP-LX): any-harm AUPRC",
         "",
@@ -1055,6 +1115,11 @@ def model_card_markdown(card: dict[str, Any]) -> str:
         "less independent than the test sources.",
         "- Calibration (Platt per category) was fitted in-domain; under domain shift (source-held-out ECE) "
         "probabilities are less reliable.",
+        "- Everyday assistant traffic (instructions, how-to answers, code) is still flagged now and then, "
+        "mostly for illicit and harassment (table above). The OpenAssistant messages were labelled benign "
+        "as a whole by us; a few of them are rude or edgy.",
+        "- A harmful sentence inside benign context scores lower than alone: its sentence row is pooled from "
+        "token states that also saw the context, so a borderline sentence can fall under its threshold.",
         "",
     ]
     return "\n".join(lines)
