@@ -8,9 +8,9 @@ Measured in one run, on the same texts, for each system:
 - held-out quality on the *test sources* (`TrainSpec.test_sources`: whole data sets and RTP-LX locales
   that the shipped heads never trained on, calibrated on or tuned thresholds on): any-harm AUPRC and
   AUPRC per category. Texts are cut to `max_train_chars` and scored as served (max over windows and
-  sentences). The previous shipped model (`benchmarks/baselines/embedded_v3`: heads on the same distilled
-  encoder, trained before the everyday assistant traffic was added, held out the same way) runs on the
-  packaged encoder, which its heads were trained on; a second line compares,
+  sentences). The previous shipped model (`benchmarks/baselines/embedded_v3`: the distilled encoder and
+  heads shipped before everyday assistant traffic joined the training data, held out the same way) runs
+  on its own encoder; a second line compares,
   on the five whole test data sets only, the first shipped recipe retrained without them
   (`baselines/embedded_v1_recipe_heldout`); alt-profanity-check gives one any-harm score;
 - XSTest (never trained or tuned on): share of the 250 safe prompts flagged and of the 200 unsafe
@@ -74,22 +74,9 @@ class Embedder:
         self._encoders: dict[str, Any] = {}
 
     def encoder(self, folder: Path) -> Any:
-        """The folder's own `encoder/`; else the packaged encoder when the heads were trained on it; else
-        all-MiniLM-L6-v2."""
-        from bastion.moderation.encoder import resolve_model_path
+        from bastion.moderation.encoder import Encoder, resolve_model_path
 
         path = resolve_model_path(bundled_encoder(folder))
-        trained_on = HeadParams.load(folder / "heads.npz").encoder_fingerprint
-        packaged = bundled_encoder(default_artifacts_dir())
-        if bundled_encoder(folder) is None and packaged is not None:
-            candidate = self._load(resolve_model_path(packaged))
-            if candidate.fingerprint == trained_on:
-                return candidate
-        return self._load(path)
-
-    def _load(self, path: Any) -> Any:
-        from bastion.moderation.encoder import Encoder
-
         if str(path) not in self._encoders:
             self._encoders[str(path)] = Encoder(path)
         return self._encoders[str(path)]
