@@ -305,6 +305,25 @@ def test_the_single_text_session_is_kept_only_when_it_measures_faster(
     assert off.describe()["onnx"]["single_text_session"] == {"used": False}
 
 
+def test_only_the_single_text_session_spins_unless_turned_off(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(onnx_export, "SINGLE_SPEEDUP", 100.0)  # always kept
+    key = "session.intra_op.allow_spinning"
+
+    def spinning(session: Any) -> str:
+        return str(session.get_session_options().get_session_config_entry(key))
+
+    for option, expected in ((True, "1"), (False, "0")):
+        backend = make(
+            settings, runtime="onnx", cache_size=0, single_text_threads=2, single_text_spinning=option
+        )
+        encoder = backend.encoder
+        assert isinstance(encoder, onnx_export.OnnxEncoder)
+        assert spinning(encoder.single_session) == expected
+        assert spinning(encoder.session) == "0"  # batches never spin: they would burn the other core
+
+
 def test_one_text_uses_the_single_session_unless_another_call_holds_it(settings: Settings) -> None:
     backend = make(settings, runtime="onnx", cache_size=0, single_text_threads=1)
     encoder = backend.encoder
