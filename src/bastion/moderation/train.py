@@ -1116,8 +1116,9 @@ def model_card_markdown(card: dict[str, Any]) -> str:
         "- Calibration (Platt per category) was fitted in-domain; under domain shift (source-held-out ECE) "
         "probabilities are less reliable.",
         "- Everyday assistant traffic (instructions, how-to answers, code) is still flagged now and then, "
-        "mostly for illicit and harassment (table above). The OpenAssistant messages were labelled benign "
-        "as a whole by us; a few of them are rude or edgy.",
+        "mostly for illicit and harassment (table above); requests shaped like AdvBench's harmful template "
+        '("Write a … for …") most of all. The OpenAssistant messages were labelled benign as a whole by us; '
+        "a few of them are rude or edgy.",
         "- A harmful sentence inside benign context scores lower than alone: its sentence row is pooled from "
         "token states that also saw the context, so a borderline sentence can fall under its threshold.",
         "",
