@@ -46,7 +46,6 @@ from bastion.moderation.train import (
     TrainSpec,
     bundled_encoder,
     default_artifacts_dir,
-    flag_rate,
     is_test_source,
     score_texts,
     select_rows,
@@ -190,17 +189,26 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     )
     benign_sources = sorted({r.source for r in test if r.source.startswith("benign:")})
     everyday: dict[str, dict[str, float]] = {}
+    sizes: dict[str, int] = {}
     for source in benign_sources:
         idx = [i for i, r in enumerate(test) if r.source == source]
-        everyday[source] = {name: flag_rate(served[name][idx], systems[name][1]) for name in folders}
+        sizes[source] = len(idx)
+        source_labels = [labels[i] for i in idx]
+        # All rows benign: the any-harm false-positive rate is the share flagged.
+        everyday[source] = {
+            name: evaluate(
+                [dict(zip(CATEGORY_KEYS, s, strict=True)) for s in served[name][idx]], source_labels, thr
+            )["any"]["fpr"]
+            for name, (_, thr) in systems.items()
+        }
         everyday[source]["alt-profanity-check"] = float((prof[idx] >= 0.5).mean())
     print("\neveryday text (benign test sources): share flagged at each system's thresholds (lower: better)")
     print(f"  {'source':22s}{'n':>6s}{'shipped':>9s}{'previous':>10s}{'profanity':>11s}{'vs prev':>9s}")
     for source, rates in everyday.items():
-        n = sum(r.source == source for r in test)
         row = [rates[name] for name in names]
         print(
-            f"  {source:22s}{n:>6d}{row[0]:>9.3f}{row[1]:>10.3f}{row[2]:>11.3f}{_ratio(row[0], row[1]):>9s}"
+            f"  {source:22s}{sizes[source]:>6d}{row[0]:>9.3f}{row[1]:>10.3f}{row[2]:>11.3f}"
+            f"{_ratio(row[0], row[1]):>9s}"
         )
     print("\nhate-speech functional tests (team-written): accuracy per function")
     print(f"  {'function (expected)':46s}{'n':>4s}{'shipped':>9s}{'previous':>10s}{'profanity':>11s}")

@@ -440,7 +440,7 @@ def choose_thresholds(
             pick = rng.integers(0, len(yj), len(yj))
             if yj[pick].sum() >= 1:
                 cuts.append(_threshold(yj[pick], sj[pick], precision_target, floor))
-        out[key] = float(np.median(cuts))
+        out[key] = float(np.median(cuts)) if cuts else _threshold(yj, sj, precision_target, floor)
     return out
 
 
@@ -497,14 +497,6 @@ def _round(obj: Any) -> Any:
     if isinstance(obj, list):
         return [_round(v) for v in obj]
     return obj
-
-
-def flag_rate(scores: np.ndarray, thresholds: dict[str, float]) -> float:
-    """Share of the rows (scores [n, 13]) that pass the threshold of at least one category."""
-    if not len(scores):
-        return 0.0
-    limits = np.array([thresholds[k] for k in CATEGORY_KEYS])
-    return float((scores >= limits).any(axis=1).mean())
 
 
 def _benign_lines(m: dict[str, Any]) -> list[str]:
@@ -799,9 +791,12 @@ def train_heads(
             sel = [i for i, r in enumerate(test_rows) if r.source == source]
             m = evaluate(_score_maps(test_scores[sel]), [labels_te[i] for i in sel], thresholds)
             entry = _summary(m["any"])
-            if entry["positives"] == 0:  # an all-benign source: what matters is how much of it is flagged
-                entry["flagged"] = flag_rate(test_scores[sel], thresholds)
-                entry["flagged_strict"] = flag_rate(test_scores[sel], strict)
+            if entry["positives"] == 0:  # an all-benign source: its false-positive rate is its share flagged
+                entry["flagged"] = m["any"]["fpr"]
+                strict_any = evaluate(_score_maps(test_scores[sel]), [labels_te[i] for i in sel], strict)[
+                    "any"
+                ]
+                entry["flagged_strict"] = strict_any["fpr"]
             if family(source) == "rtp-lx":
                 entry["per_category_auprc"] = {k: m[k]["auprc"] for k in CATEGORY_KEYS if m[k]["auprc"]}
             per_source[source] = entry
