@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -322,6 +323,22 @@ def test_only_the_single_text_session_spins_unless_turned_off(
         assert isinstance(encoder, onnx_export.OnnxEncoder)
         assert spinning(encoder.single_session) == expected
         assert spinning(encoder.session) == "0"  # batches never spin: they would burn the other core
+
+
+def test_the_spinning_session_stops_spinning_when_a_call_returns(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(onnx_export, "SINGLE_SPEEDUP", 100.0)  # always kept
+    backend = make(settings, runtime="onnx", cache_size=0, single_text_threads=2, single_text_spinning=True)
+    encoder = backend.encoder
+    assert isinstance(encoder, onnx_export.OnnxEncoder) and encoder.single_session is not None
+    for i in range(5):
+        encoder.encode_chunks([f"A short text to score, number {i}."])
+    before = time.process_time()
+    time.sleep(0.2)
+    burnt = time.process_time() - before
+    # Left spinning, the pool thread burns most of a core for ~50 ms after each call.
+    assert burnt < 0.02, f"{burnt * 1000:.1f} ms of CPU while idle"
 
 
 def test_one_text_uses_the_single_session_unless_another_call_holds_it(settings: Settings) -> None:
