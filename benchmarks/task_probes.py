@@ -30,8 +30,9 @@ def main() -> None:
 
     settings = load_settings()
     if args.heads_path is not None:
-        model = settings.moderation.models[settings.moderation.default_model]
-        model.backends[0].options["heads_path"] = str(args.heads_path)
+        for backend in settings.moderation.models[settings.moderation.default_model].backends:
+            if backend.plugin == "embedded":
+                backend.options = {**backend.options, "heads_path": str(args.heads_path)}
     service = ModerationService(settings)
     probes = json.loads(PROBES.read_text(encoding="utf-8"))["probes"]
     for kind in ("benign", "harmful"):
