@@ -106,3 +106,78 @@ def test_a_missing_start_encoder_is_a_config_error(student: tuple[Path, dict], t
             spec=DistillSpec(max_texts=8, task_weight=1.0, start_from=str(tmp_path / "missing")),
             sources=["seed"],
         )
+
+
+def _tiny_bert(intermediate: int = 12) -> tuple:
+    import torch
+    import transformers
+
+    torch.manual_seed(0)
+    config = transformers.BertConfig(
+        vocab_size=50,
+        hidden_size=16,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=intermediate,
+    )
+    model = transformers.BertModel(config).eval()
+    ids = torch.randint(1, 50, (4, 9))
+    mask = torch.ones_like(ids)
+    mask[1, 6:] = 0
+    return model, ids, mask
+
+
+def test_pruning_drops_the_neurons_that_add_nothing_and_keeps_the_output() -> None:
+    import torch
+
+    from bastion.moderation.distill import ffn_importance, prune_ffn
+
+    model, ids, mask = _tiny_bert()
+    dead = {0: [1, 4, 7], 1: [0, 2, 11]}
+    with torch.no_grad():
+        for block, columns in dead.items():
+            model.encoder.layer[block].output.dense.weight[:, columns] = 0.0
+        before = model(input_ids=ids, attention_mask=mask).last_hidden_state
+    importance = ffn_importance(model, [(ids, mask)])
+    for block, columns in dead.items():
+        assert all(float(importance[block][c]) == 0.0 for c in columns)
+        assert all(float(importance[block][c]) > 0.0 for c in range(12) if c not in columns)
+    pruned = prune_ffn(model, 9, importance)
+    assert pruned.config.intermediate_size == 9
+    assert tuple(pruned.encoder.layer[0].intermediate.dense.weight.shape) == (9, 16)
+    assert tuple(pruned.encoder.layer[1].output.dense.weight.shape) == (16, 9)
+    with torch.no_grad():
+        after = pruned(input_ids=ids, attention_mask=mask).last_hidden_state
+    assert torch.allclose(before, after, atol=1e-5)
+
+
+def test_pruning_a_live_neuron_changes_the_output_and_bad_sizes_are_config_errors() -> None:
+    import torch
+
+    from bastion.moderation.distill import ffn_importance, prune_ffn
+
+    model, ids, mask = _tiny_bert()
+    with torch.no_grad():
+        before = model(input_ids=ids, attention_mask=mask).last_hidden_state
+    importance = ffn_importance(model, [(ids, mask)])
+    for size in (0, 13):
+        with pytest.raises(ConfigError, match="feed-forward size"):
+            prune_ffn(model, size, importance)
+    pruned = prune_ffn(model, 6, importance)
+    with torch.no_grad():
+        after = pruned(input_ids=ids, attention_mask=mask).last_hidden_state
+    assert not torch.allclose(before, after, atol=1e-3)
+
+
+def test_distilling_with_a_smaller_feed_forward_writes_a_pruned_encoder(
+    student: tuple[Path, dict], tmp_path: Path
+) -> None:
+    folder, _ = student
+    spec = DistillSpec(
+        epochs=1, batch_size=16, learning_rate=5e-4, max_texts=32, start_from=str(folder), ffn_size=256
+    )
+    record = distill_encoder(load_settings(), tmp_path / "pruned", spec=spec, sources=["seed"])
+    config = json.loads((tmp_path / "pruned" / "config.json").read_text())
+    assert config["intermediate_size"] == 256 and record["ffn_pruned_from"] == 1536
+    embedding = Encoder(tmp_path / "pruned").encode(["The museum opens at nine."])
+    assert embedding.shape == (1, 384)

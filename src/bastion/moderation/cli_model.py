@@ -176,6 +176,13 @@ def distill(
     heads_from: Annotated[
         Path | None, typer.Option(help="Heads folder whose logistic heads start the task head.")
     ] = None,
+    ffn_size: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Cut every block's feed-forward layer to this many neurons (the most important) first.",
+        ),
+    ] = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print the run's record as JSON.")] = False,
 ) -> None:
     """Distil a smaller encoder from MiniLM (then run `bastion moderation train` to fit heads on it)."""
@@ -198,6 +205,7 @@ def distill(
             task_weight=task_weight,
             start_from=str(start_from) if start_from else None,
             heads_from=str(heads_from) if heads_from else None,
+            ffn_size=ffn_size,
         )
         with progress_bar(disabled=json_output) as progress:
             record = distill_encoder(settings, target, spec=spec, seed=seed, progress=progress)
