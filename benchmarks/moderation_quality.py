@@ -8,9 +8,9 @@ Measured in one run, on the same texts, for each system:
 - held-out quality on the *test sources* (`TrainSpec.test_sources`: whole data sets and RTP-LX locales
   that the shipped heads never trained on, calibrated on or tuned thresholds on): any-harm AUPRC and
   AUPRC per category. Texts are cut to `max_train_chars` and scored as served (max over windows and
-  sentences). The previous shipped model (`benchmarks/baselines/embedded_v3`: the distilled encoder and
-  heads shipped before everyday assistant traffic joined the training data, held out the same way) runs
-  on its own encoder; a second line compares,
+  sentences). The previous shipped model (`benchmarks/baselines/embedded_v4`: the 3-layer encoder with
+  its full feed-forward width and its heads, held out the same way) runs on its own encoder; a second line
+  compares,
   on the five whole test data sets only, the first shipped recipe retrained without them
   (`baselines/embedded_v1_recipe_heldout`); alt-profanity-check gives one any-harm score;
 - XSTest (never trained or tuned on): share of the 250 safe prompts flagged and of the 200 unsafe
@@ -53,7 +53,7 @@ from bastion.moderation.train import (
 )
 
 BASELINES = Path(__file__).resolve().parent / "baselines"
-BASELINE = BASELINES / "embedded_v3"
+BASELINE = BASELINES / "embedded_v4"
 FAIR_BASELINE = BASELINES / "embedded_v1_recipe_heldout"
 FAIR_SOURCES = ("convabuse", "fox-news", "mlma", "simplesafetytests", "harmbench")
 

@@ -181,3 +181,15 @@ def test_distilling_with_a_smaller_feed_forward_writes_a_pruned_encoder(
     assert config["intermediate_size"] == 256 and record["ffn_pruned_from"] == 1536
     embedding = Encoder(tmp_path / "pruned").encode(["The museum opens at nine."])
     assert embedding.shape == (1, 384)
+
+
+def test_the_card_names_a_pruning_anywhere_in_the_distill_chain(tmp_path: Path) -> None:
+    from bastion.moderation.train import ffn_pruning
+
+    (tmp_path / "config.json").write_text(json.dumps({"intermediate_size": 768}))
+    pruned_then_tuned = {"seed": 4, "started_from": {"seed": 3, "ffn_pruned_from": 1536}}
+    assert ffn_pruning(pruned_then_tuned, tmp_path) == (
+        ", its feed-forward layers pruned from 1536 to 768 neurons"
+    )
+    assert ffn_pruning({"seed": 1, "started_from": {"seed": 0}}, tmp_path) == ""
+    assert ffn_pruning(None, tmp_path) == ""

@@ -645,6 +645,21 @@ def _distill_record(encoder_path: Path) -> dict[str, Any] | None:
     return record
 
 
+def ffn_pruning(record: dict[str, Any] | None, encoder_path: Path) -> str:
+    """ ", its feed-forward layers pruned from A to B neurons" when a run in the encoder's distill record
+    chain pruned them (see `distill --ffn-size`), else ""."""
+    while record is not None:
+        if "ffn_pruned_from" in record:
+            try:
+                config = json.loads((Path(encoder_path) / "config.json").read_text(encoding="utf-8"))
+                size = int(config["intermediate_size"])
+            except (OSError, ValueError, KeyError):
+                return ""
+            return f", its feed-forward layers pruned from {record['ffn_pruned_from']} to {size} neurons"
+        record = record.get("started_from")
+    return ""
+
+
 def train_heads(
     settings: Settings,
     *,
@@ -841,6 +856,7 @@ def train_heads(
     encoder_name = (
         f"a {_layer_count(encoder.model_path)}-layer MiniLM distilled from all-MiniLM-L6-v2"
         + (" and fine-tuned on the categories" if distilled["spec"].get("task_weight") else "")
+        + ffn_pruning(distilled, encoder.model_path)
         if distilled
         else "frozen all-MiniLM-L6-v2"
     )
