@@ -101,17 +101,19 @@ def ffn_importance(model: Any, batches: Sequence[tuple[Any, Any]]) -> list[Any]:
     handles = [block.intermediate.register_forward_hook(hook(i)) for i, block in enumerate(blocks)]
     was_training = model.training
     model.eval()
+    tokens = 0
     try:
         with torch.no_grad():
             for ids, mask in batches:
                 current["mask"] = mask.to(torch.float32)
+                tokens += int(mask.sum())
                 model(input_ids=ids, attention_mask=mask)
     finally:
         for handle in handles:
             handle.remove()
         model.train(was_training)
     return [
-        total * block.output.dense.weight.detach().norm(dim=0)
+        total / max(tokens, 1) * block.output.dense.weight.detach().norm(dim=0)
         for total, block in zip(totals, blocks, strict=True)
     ]
 

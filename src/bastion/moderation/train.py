@@ -646,8 +646,8 @@ def _distill_record(encoder_path: Path) -> dict[str, Any] | None:
 
 
 def ffn_pruning(record: dict[str, Any] | None, encoder_path: Path) -> str:
-    """ ", its feed-forward layers pruned from A to B neurons" when a run in the encoder's distill record
-    chain pruned them (see `distill --ffn-size`), else ""."""
+    """The model card's words for a pruned encoder (", its feed-forward layers pruned from A to B neurons")
+    when a run in the encoder's distill record chain pruned them (see `distill --ffn-size`), else ""."""
     while record is not None:
         if "ffn_pruned_from" in record:
             try:
