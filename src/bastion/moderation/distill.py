@@ -27,6 +27,7 @@ from bastion.core.errors import ConfigError
 from bastion.core.settings import Settings
 from bastion.core.taxonomy import CATEGORY_KEYS
 from bastion.moderation.datasets import LabeledText, load_all
+from bastion.moderation.encoder import pad_batch
 from bastion.moderation.heads import HeadParams
 from bastion.moderation.train import (
     EmbeddingCache,
@@ -143,16 +144,11 @@ def prune_ffn(model: Any, size: int, importance: Sequence[Any]) -> Any:
 
 
 def _padded(encoded: Sequence[Sequence[int]], pad_id: int) -> tuple[Any, Any]:
-    """(input_ids, attention_mask) tensors for token lists, right-padded to the longest."""
+    """`encoder.pad_batch` as torch tensors."""
     import torch
 
-    width = max(len(e) for e in encoded)
-    ids = torch.full((len(encoded), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(encoded), width), dtype=torch.long)
-    for row, tokens in enumerate(encoded):
-        ids[row, : len(tokens)] = torch.tensor(tokens)
-        mask[row, : len(tokens)] = 1
-    return ids, mask
+    ids, mask = pad_batch(encoded, pad_id)
+    return torch.from_numpy(ids), torch.from_numpy(mask)
 
 
 def _load_student(path: Path) -> Any:
