@@ -109,3 +109,24 @@ def test_everyday_assistant_traffic_is_benign_and_the_test_source_is_kept_apart(
     assert len(everyday) >= 300 and all(v == 0 for r in everyday for v in r.labels.values())
     test_keys = {normalise_key(r.text) for r in oasst}
     assert not any(normalise_key(r.text) in test_keys for r in everyday)
+
+
+def test_the_stance_file_is_optional_labelled_and_loaded_only_by_name() -> None:
+    from bastion.core.errors import ConfigError
+    from bastion.moderation.datasets import OPTIONAL_SEED_FILES, default_sources, load_source, with_sources
+
+    assert "seed-stance" in OPTIONAL_SEED_FILES and "seed-stance" not in default_sources()
+    rows, files = load_source("seed-stance", DATA)
+    assert files == [seed_path("seed-stance")] and len(rows) >= 200
+    hateful = [r for r in rows if r.labels["hate"] == 1]
+    benign = [r for r in rows if all(v == 0 for v in r.labels.values())]
+    assert len(hateful) >= 80 and len(benign) >= 80 and len(hateful) + len(benign) == len(rows)
+    assert all(r.labels["sexual"] == 0 and r.labels["self-harm"] == 0 for r in hateful)
+    kinds = {item["kind"] for item in json.loads(seed_path("seed-stance").read_text())["items"]}
+    assert kinds == {"counter-speech", "negation", "negated positive", "derogation", "stance pair"}
+    assert with_sources([]) is None
+    extended = with_sources(["seed-stance", "seed-stance"])
+    assert extended is not None and extended[-1] == "seed-stance" and extended.count("seed-stance") == 1
+    assert extended[:-1] == default_sources()
+    with pytest.raises(ConfigError, match="unknown data source 'nope'"):
+        with_sources(["nope"])

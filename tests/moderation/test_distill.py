@@ -75,6 +75,18 @@ def test_distill_cli_rejects_bad_layers() -> None:
     assert "--layers must be comma-separated integers" in result.output
 
 
+@pytest.mark.parametrize("command", ["train", "distill"])
+def test_training_commands_reject_an_unknown_extra_source(command: str, tmp_path: Path) -> None:
+    from bastion.cli import app
+
+    result = CliRunner().invoke(
+        app, ["moderation", command, "--with-source", "nope", "--output-dir", str(tmp_path / "out")]
+    )
+    assert result.exit_code == 1
+    assert "unknown data source 'nope'" in result.output
+    assert not (tmp_path / "out").exists()
+
+
 def test_task_fine_tuning_starts_from_a_student_and_moves_it(
     student: tuple[Path, dict], tmp_path: Path
 ) -> None:

@@ -84,17 +84,28 @@ def train(
             "help on source families they never saw (a few more minutes).",
         ),
     ] = False,
+    with_source: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--with-source",
+            help="Also train on this data source beside the defaults (repeatable), e.g. seed-stance.",
+        ),
+    ] = None,
 ) -> None:
     """Train the embedded backend's heads on the public data sets and report held-out metrics."""
     from bastion.core.settings import load_settings
+    from bastion.moderation.datasets import with_sources
     from bastion.moderation.ngrams import NgramSpec
     from bastion.moderation.train import TrainSpec, train_heads
 
     try:
         settings = load_settings()
         spec = TrainSpec(ngrams=NgramSpec() if ngrams else None)
+        sources = with_sources(with_source or [])
         with progress_bar(disabled=json_output) as progress:
-            card = train_heads(settings, output_dir=output_dir, seed=seed, progress=progress, spec=spec)
+            card = train_heads(
+                settings, output_dir=output_dir, seed=seed, progress=progress, spec=spec, sources=sources
+            )
     except BastionError as exc:
         raise _fail(exc.message) from exc
     if json_output:
@@ -184,9 +195,17 @@ def distill(
         ),
     ] = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print the run's record as JSON.")] = False,
+    with_source: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--with-source",
+            help="Also train on this data source beside the defaults (repeatable), e.g. seed-stance.",
+        ),
+    ] = None,
 ) -> None:
     """Distil a smaller encoder from MiniLM (then run `bastion moderation train` to fit heads on it)."""
     from bastion.core.settings import load_settings
+    from bastion.moderation.datasets import with_sources
     from bastion.moderation.distill import DistillSpec, distill_encoder
     from bastion.moderation.train import default_artifacts_dir
 
@@ -208,7 +227,14 @@ def distill(
             ffn_size=ffn_size,
         )
         with progress_bar(disabled=json_output) as progress:
-            record = distill_encoder(settings, target, spec=spec, seed=seed, progress=progress)
+            record = distill_encoder(
+                settings,
+                target,
+                spec=spec,
+                seed=seed,
+                sources=with_sources(with_source or []),
+                progress=progress,
+            )
     except BastionError as exc:
         raise _fail(exc.message) from exc
     if json_output:

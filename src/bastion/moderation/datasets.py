@@ -20,7 +20,7 @@ import json
 import re
 import sys
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -788,10 +788,34 @@ SEED_FILES = {
     "seed-everyday": "team_written_everyday.json",
 }
 
+OPTIONAL_SEED_FILES = {
+    "seed-stance": "team_written_stance.json",
+}
+"""Team-written files that were tried and not shipped: left out of the default training data, added by name
+(`--with-source seed-stance`)."""
+
+
+def default_sources() -> list[str]:
+    """The sources the shipped model trains on: every public source and the default seed files."""
+    return [*SOURCES, *SEED_FILES]
+
+
+def with_sources(extra: Sequence[str]) -> list[str] | None:
+    """The default sources plus `extra` (None, meaning the defaults, when there is nothing extra); an
+    unknown name is a ConfigError."""
+    if not extra:
+        return None
+    known = {*SOURCES, *SEED_FILES, *OPTIONAL_SEED_FILES}
+    unknown = [name for name in extra if name not in known]
+    if unknown:
+        raise ConfigError(f"unknown data source {unknown[0]!r}; known: {', '.join(sorted(known))}")
+    return list(dict.fromkeys([*default_sources(), *extra]))
+
 
 def seed_path(name: str = "seed") -> Path:
-    """A team-written seed file shipped with the package (a key of `SEED_FILES`)."""
-    return Path(str(resources.files("bastion.moderation") / "artifacts" / "seed" / SEED_FILES[name]))
+    """A team-written seed file shipped with the package (a key of `SEED_FILES` or `OPTIONAL_SEED_FILES`)."""
+    file = SEED_FILES.get(name) or OPTIONAL_SEED_FILES[name]
+    return Path(str(resources.files("bastion.moderation") / "artifacts" / "seed" / file))
 
 
 def load_seed(path: Path | None = None, source: str = "seed") -> list[LabeledText]:
@@ -818,10 +842,10 @@ def functional_test_texts() -> list[str]:
 
 def load_source(name: str, data_dir: Path) -> tuple[list[LabeledText], list[Path]]:
     """Rows and files of one source in `SOURCES` (or `seed`)."""
-    if name in SEED_FILES:
+    if name in SEED_FILES or name in OPTIONAL_SEED_FILES:
         return load_seed(source=name), [seed_path(name)]
     if name not in SOURCES:
-        known = ", ".join([*sorted(SOURCES), *SEED_FILES])
+        known = ", ".join([*sorted(SOURCES), *SEED_FILES, *OPTIONAL_SEED_FILES])
         raise ConfigError(f"unknown data source {name!r}; known: {known}")
     try:
         return SOURCES[name](data_dir)
@@ -836,7 +860,7 @@ def load_all(data_dir: Path, sources: Iterable[str] | None = None) -> LoadedData
     """Every source's rows, deduplicated: a text seen twice keeps its first source's row, and rows whose
     labels are all None are dropped. Conflicting duplicates within a source keep the positive labels.
     Texts of the XSTest test set and of the team-written functional tests are always left out."""
-    names = list(sources) if sources is not None else [*SOURCES, *SEED_FILES]
+    names = list(sources) if sources is not None else default_sources()
     seen: dict[str, LabeledText] = {}
     xstest_file = data_dir / "xstest" / "xstest_prompts.csv"
     held_out = (
