@@ -87,6 +87,28 @@ def test_training_commands_reject_an_unknown_extra_source(command: str, tmp_path
     assert not (tmp_path / "out").exists()
 
 
+def test_train_passes_the_extra_source_beside_the_defaults(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from bastion.cli import app
+    from bastion.moderation import train
+    from bastion.moderation.datasets import default_sources
+
+    seen: dict[str, object] = {}
+
+    def fake_train_heads(settings: object, **kwargs: object) -> dict[str, object]:
+        seen.update(kwargs)
+        return {"trained": True}
+
+    monkeypatch.setattr(train, "train_heads", fake_train_heads)
+    args = ["moderation", "train", "--with-source", "seed-stance", "--json", "--output-dir", str(tmp_path)]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert seen["sources"] == [*default_sources(), "seed-stance"]
+    result = CliRunner().invoke(app, ["moderation", "train", "--json", "--output-dir", str(tmp_path)])
+    assert result.exit_code == 0 and seen["sources"] is None
+
+
 def test_task_fine_tuning_starts_from_a_student_and_moves_it(
     student: tuple[Path, dict], tmp_path: Path
 ) -> None:

@@ -24,6 +24,14 @@ model_app = typer.Typer(
 
 console = Console()
 
+WithSource = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--with-source",
+        help="Also train on this data source beside the defaults (repeatable), e.g. seed-stance.",
+    ),
+]
+
 
 def _fail(message: str) -> typer.Exit:
     print(f"error: {message}", file=sys.stderr)
@@ -84,13 +92,7 @@ def train(
             "help on source families they never saw (a few more minutes).",
         ),
     ] = False,
-    with_source: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--with-source",
-            help="Also train on this data source beside the defaults (repeatable), e.g. seed-stance.",
-        ),
-    ] = None,
+    with_source: WithSource = None,
 ) -> None:
     """Train the embedded backend's heads on the public data sets and report held-out metrics."""
     from bastion.core.settings import load_settings
@@ -195,13 +197,7 @@ def distill(
         ),
     ] = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print the run's record as JSON.")] = False,
-    with_source: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--with-source",
-            help="Also train on this data source beside the defaults (repeatable), e.g. seed-stance.",
-        ),
-    ] = None,
+    with_source: WithSource = None,
 ) -> None:
     """Distil a smaller encoder from MiniLM (then run `bastion moderation train` to fit heads on it)."""
     from bastion.core.settings import load_settings
