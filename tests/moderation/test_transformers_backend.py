@@ -255,6 +255,7 @@ def test_max_over_chunks_finds_a_marker_at_the_end(trained_classifier: tuple[Pat
 # --- guard ------------------------------------------------------------------------------------------
 
 GUARD_STEPS = 150
+GUARD_MAX_STEPS = 1500
 GUARD_SPECIAL = {"unk_token": "<unk>", "pad_token": "<pad>", "eos_token": "<eos>"}
 
 
@@ -295,8 +296,34 @@ def guard_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     rng = random.Random(0)
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
     model.train()
+    probes = [(random_text(random.Random(100 + i), marker), marker) for i in range(4) for marker in targets]
+
+    def learned() -> bool:
+        """Greedy answers match the targets on texts it never trained on (CPU kernels change how many
+        steps the same seed needs)."""
+        model.eval()
+        try:
+            for text, marker in probes:
+                prompt = backend._prompt_ids(text)
+                out = model.generate(
+                    torch.tensor([prompt]),
+                    max_new_tokens=8,
+                    do_sample=False,
+                    pad_token_id=tokenizer.pad_token_id,
+                )
+                if (
+                    tokenizer.decode(out[0, len(prompt) :], skip_special_tokens=True).strip()
+                    != targets[marker]
+                ):
+                    return False
+            return True
+        finally:
+            model.train()
+
     with one_thread():
-        for _ in range(GUARD_STEPS):
+        for step in range(GUARD_MAX_STEPS):
+            if step >= GUARD_STEPS and step % 50 == 0 and learned():
+                break
             rows = []
             for marker in (MARKER, MARKER2, None, None):
                 prompt = backend._prompt_ids(random_text(rng, marker))
@@ -367,19 +394,22 @@ def test_guard_chunks_long_text(guard_model: Path) -> None:
 
 def test_guard_uses_the_chat_template_when_present(guard_model: Path, tmp_path: Path) -> None:
     tokenizer = transformers.AutoTokenizer.from_pretrained(guard_model)
-    tokenizer.chat_template = "{% for m in messages %}{{ m['content'] }} zap{% endfor %}"
+    # A template that slips the marker into the text: only a backend that renders it scores the text unsafe.
+    tokenizer.chat_template = (
+        "{% for m in messages %}{{ m['content'] | replace('the cat', 'the cat zap') }}{% endfor %}"
+    )
     folder = tmp_path / "templated"
     tokenizer.save_pretrained(folder)
     transformers.AutoModelForCausalLM.from_pretrained(guard_model).save_pretrained(folder)
     backend = make(mode="guard", model_path=str(folder))
-    ids = backend._prompt_ids("the cat")
-    assert tokenizer.convert_ids_to_tokens(ids[-1]) == MARKER
-    (result,) = backend.score(["the cat sat"])  # the template's trailing marker makes it unsafe
-    (plain,) = make(mode="guard", model_path=str(guard_model)).score(["the cat sat"])
-    # The tiny model only saw the marker inside its own prompt, so how sure it is here varies with the
-    # CPU's kernels (about 0.4 to 0.6); without the template the same text is safe.
-    assert plain.scores["harassment"] < 0.1
-    assert result.scores["harassment"] > plain.scores["harassment"] + 0.25
+    plain_backend = make(mode="guard", model_path=str(guard_model))
+    marker_id = tokenizer.convert_tokens_to_ids(MARKER)
+    assert marker_id in backend._prompt_ids("the cat sat")
+    assert marker_id not in plain_backend._prompt_ids("the cat sat")
+    (result,) = backend.score(["the cat sat"])
+    (plain,) = plain_backend.score(["the cat sat"])
+    assert plain.scores["harassment"] < 0.2
+    assert result.scores["harassment"] > 0.8
 
 
 def test_invalid_options(multi_label_model: Path) -> None:
