@@ -103,7 +103,7 @@ def train(
     try:
         settings = load_settings()
         spec = TrainSpec(ngrams=NgramSpec() if ngrams else None)
-        sources = with_sources(with_source or [])
+        sources = with_sources(with_source)
         with progress_bar(disabled=json_output) as progress:
             card = train_heads(
                 settings, output_dir=output_dir, seed=seed, progress=progress, spec=spec, sources=sources
@@ -228,7 +228,7 @@ def distill(
                 target,
                 spec=spec,
                 seed=seed,
-                sources=with_sources(with_source or []),
+                sources=with_sources(with_source),
                 progress=progress,
             )
     except BastionError as exc:

@@ -800,15 +800,20 @@ def default_sources() -> list[str]:
     return [*SOURCES, *SEED_FILES]
 
 
-def with_sources(extra: Sequence[str]) -> list[str] | None:
+def unknown_source(name: str) -> ConfigError:
+    """The error for a source name that is neither public, seed nor optional seed."""
+    known = ", ".join([*sorted(SOURCES), *SEED_FILES, *OPTIONAL_SEED_FILES])
+    return ConfigError(f"unknown data source {name!r}; known: {known}")
+
+
+def with_sources(extra: Sequence[str] | None) -> list[str] | None:
     """The default sources plus `extra` (None, meaning the defaults, when there is nothing extra); an
     unknown name is a ConfigError."""
     if not extra:
         return None
-    known = {*SOURCES, *SEED_FILES, *OPTIONAL_SEED_FILES}
-    unknown = [name for name in extra if name not in known]
-    if unknown:
-        raise ConfigError(f"unknown data source {unknown[0]!r}; known: {', '.join(sorted(known))}")
+    for name in extra:
+        if name not in SOURCES and name not in SEED_FILES and name not in OPTIONAL_SEED_FILES:
+            raise unknown_source(name)
     return list(dict.fromkeys([*default_sources(), *extra]))
 
 
@@ -845,8 +850,7 @@ def load_source(name: str, data_dir: Path) -> tuple[list[LabeledText], list[Path
     if name in SEED_FILES or name in OPTIONAL_SEED_FILES:
         return load_seed(source=name), [seed_path(name)]
     if name not in SOURCES:
-        known = ", ".join([*sorted(SOURCES), *SEED_FILES, *OPTIONAL_SEED_FILES])
-        raise ConfigError(f"unknown data source {name!r}; known: {known}")
+        raise unknown_source(name)
     try:
         return SOURCES[name](data_dir)
     except FileNotFoundError as exc:
