@@ -10,7 +10,9 @@ What is measured:
   called directly, and through a Bastion gateway (its own uvicorn process, as in production: auth on,
   SQLite, usage events recorded) whose `openai` backend points at it, with input and output moderation by the
   given moderation model (default: the shipped `bastion-embedded`; `bastion-lists` shows the gateway's own
-  overhead without a model). Short turns: a one-sentence question, a one-sentence answer.
+  overhead without a model). A child process first builds the model's ONNX graph into the cache, so the
+  gateway starts as every start after the first does (without importing torch). Short turns: a
+  one-sentence question, a one-sentence answer.
 - Latency: sequential requests from one keep-alive httpx client, direct and gateway interleaved,
   after a warm-up; p50 and p99 of each, and the difference (the added latency).
 - Throughput: requests/s with 8 client threads for each path.
@@ -27,6 +29,7 @@ import os
 import platform
 import random
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -200,10 +203,24 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def warm_cache(home: Path, moderation_model: str) -> None:
+    """Child process: load the moderation model once, so that its ONNX graph is built into home's cache
+    before the gateway starts (a served gateway finds it there, as every start after the first does)."""
+    from bastion.core.settings import load_settings
+    from bastion.moderation.service import ModerationService
+
+    service = ModerationService(load_settings(home=home, moderation={"default_model": moderation_model}))
+    service.moderate(["warm up"])
+    service.close()
+
+
 def serve(role: str, port: int, home: Path, upstream_url: str, moderation_model: str) -> None:
     """Child process: run the upstream or the gateway on `port` (the gateway writes its key to home/key)."""
     import uvicorn
 
+    if role == "warm":
+        warm_cache(home, moderation_model)
+        return
     if role == "upstream":
         app: Any = instant_upstream
     else:
@@ -216,8 +233,6 @@ class Process:
     """This script in a child process, serving `role` on a free port until stopped."""
 
     def __init__(self, role: str, home: Path, upstream_url: str = "", moderation_model: str = "") -> None:
-        import subprocess
-
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         command = [sys.executable, str(Path(__file__).resolve()), "--serve", role, "--port", str(self.port)]
@@ -257,7 +272,7 @@ def main() -> None:
     )
     parser.add_argument("--skip-local", action="store_true", help="do not measure the local backend")
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
-    parser.add_argument("--serve", choices=["upstream", "gateway"], help=argparse.SUPPRESS)
+    parser.add_argument("--serve", choices=["upstream", "gateway", "warm"], help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--home", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--upstream-url", default="", help=argparse.SUPPRESS)
@@ -278,6 +293,9 @@ def main() -> None:
     }
     with tempfile.TemporaryDirectory(prefix="bastion-bench-") as tmp:
         home = Path(tmp)
+        warm = [sys.executable, str(Path(__file__).resolve()), "--serve", "warm", "--port", "0"]
+        warm += ["--home", str(home), "--moderation-model", args.moderation_model]
+        subprocess.run(warm, check=True)
         upstream = Process("upstream", home)
         with upstream, Process("gateway", home, upstream.url, args.moderation_model) as gateway:
             key = (home / "key").read_text()

@@ -132,6 +132,22 @@ def test_task_fine_tuning_starts_from_a_student_and_moves_it(
     assert any(not np.array_equal(before[k], after[k]) for k in before)
 
 
+def test_layers_with_a_start_encoder_pick_its_own_blocks(student: tuple[Path, dict], tmp_path: Path) -> None:
+    folder, _ = student
+    spec = DistillSpec(layers=(1,), epochs=1, batch_size=16, max_texts=16, start_from=str(folder))
+    record = distill_encoder(load_settings(), tmp_path / "one", spec=spec, sources=["seed"])
+    assert record["num_layers"] == 1 and record["spec"]["layers"] == (1,)
+    assert json.loads((tmp_path / "one" / "config.json").read_text())["num_hidden_layers"] == 1
+    with pytest.raises(ConfigError, match=r"distinct indices in 0\.\.1"):
+        distill_encoder(
+            load_settings(),
+            tmp_path / "bad",
+            spec=DistillSpec(layers=(0, 2), max_texts=8, start_from=str(folder)),
+            sources=["seed"],
+        )
+    assert not (tmp_path / "bad").exists()
+
+
 def test_a_missing_start_encoder_is_a_config_error(student: tuple[Path, dict], tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="cannot load the encoder"):
         distill_encoder(

@@ -37,11 +37,13 @@ class ModerationResult(BaseModel):
         input_type: str = "text",
         explanations: dict[str, list[Span]] | None = None,
     ) -> ModerationResult:
-        """A result with every category present, in taxonomy order."""
+        """A result with every category present, in taxonomy order (built without re-validation: every
+        field is made here in its final type)."""
         applied = {c.key: ([input_type] if input_type in c.input_types else []) for c in CATEGORIES}
-        return cls(
-            flagged=any(flags.get(k, False) for k in CATEGORY_KEYS),
-            categories={k: bool(flags.get(k, False)) for k in CATEGORY_KEYS},
+        categories = {k: bool(flags.get(k, False)) for k in CATEGORY_KEYS}
+        return cls.model_construct(
+            flagged=any(categories.values()),
+            categories=categories,
             category_scores={k: float(scores.get(k, 0.0)) for k in CATEGORY_KEYS},
             category_applied_input_types=applied,
             explanations=explanations,

@@ -10,7 +10,7 @@ replaces the moderation model's own flag for that category.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -30,6 +30,10 @@ class CategoryRule(_Strict):
 
     action: Action = Field("block", description="block, flag, redact (list matches) or allow.")
     threshold: float | None = Field(None, ge=0, le=1, description="Overrides the moderation model's flag.")
+
+
+DEFAULT_RULES: dict[str, CategoryRule] = {action: CategoryRule(action=action) for action in get_args(Action)}
+"""The rule of a category without one of its own, per default action (built once: read on every turn)."""
 
 
 class StageRules(_Strict):
@@ -54,7 +58,7 @@ class StageRules(_Strict):
 
     def rule(self, category: str) -> CategoryRule:
         """The rule in force for `category`."""
-        return self.categories.get(category) or CategoryRule(action=self.default_action)
+        return self.categories.get(category) or DEFAULT_RULES[self.default_action]
 
     @property
     def wants_spans(self) -> bool:

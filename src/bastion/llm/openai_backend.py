@@ -1,5 +1,8 @@
-"""The `openai` chat backend: any OpenAI-compatible server (vLLM, Ollama, llama.cpp, OpenAI) over httpx.
+"""The `openai` chat backend: any OpenAI-compatible server (vLLM, Ollama, llama.cpp, OpenAI).
 
+Calls go through a urllib3 connection pool (keep-alive, the environment's HTTP(S)_PROXY and NO_PROXY
+honoured): it sits in the path of every gateway request, and a call through it costs about half the CPU of
+one through httpx (measured: 0.64 vs 1.1 ms per round trip to an instant local upstream).
 Parameters, tools and tool_choice are passed through; streams are relayed delta by delta. Upstream
 failures are translated once, here: unreachable or 5xx → BackendError (502), timeout → BackendTimeout
 (504), 400/404/422 → InvalidRequest with the upstream's message, 429 → RateLimited with its Retry-After,
@@ -9,10 +12,11 @@ failures are translated once, here: unreachable or 5xx → BackendError (502), t
 from __future__ import annotations
 
 import json
+import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
-import httpx
+import urllib3
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from bastion.core.errors import BackendError, BackendTimeout, BastionError, InvalidRequest, RateLimited
@@ -33,17 +37,47 @@ class OpenAIOptions(BaseModel):
     headers: dict[str, str] = Field(default_factory=dict, description="Extra headers for every call.")
 
 
-def _upstream_message(response: httpx.Response) -> tuple[str, str | None, str | None]:
+POOL_SIZE = 64
+"""Kept-alive connections per upstream host (the gateway runs up to 40 requests at once)."""
+
+
+def _upstream_message(response: urllib3.BaseHTTPResponse) -> tuple[str, str | None, str | None]:
+    reason = response.reason or f"HTTP {response.status}"
     try:
-        body = response.json()
+        body = json.loads(response.data)
     except ValueError:
-        return response.text[:300] or response.reason_phrase, None, None
+        return response.data.decode("utf-8", "replace")[:300] or reason, None, None
     error = body.get("error") if isinstance(body, dict) else None
     if isinstance(error, dict):
-        return str(error.get("message") or response.reason_phrase), error.get("param"), error.get("code")
+        return str(error.get("message") or reason), error.get("param"), error.get("code")
     if isinstance(error, str):
         return error, None, None
     return json.dumps(body)[:300], None, None
+
+
+def connection_pool(url: str) -> urllib3.PoolManager:
+    """A pool for `url`: through the proxy the environment names for its scheme, unless NO_PROXY
+    exempts its host."""
+    parsed = urllib3.util.parse_url(url)
+    proxy = urllib.request.getproxies().get(parsed.scheme or "http")
+    if proxy and not urllib.request.proxy_bypass(parsed.host or ""):
+        return urllib3.ProxyManager(proxy, maxsize=POOL_SIZE)
+    return urllib3.PoolManager(maxsize=POOL_SIZE)
+
+
+def _lines(response: urllib3.BaseHTTPResponse) -> Iterator[str]:
+    """The response body's lines as they arrive (each piece is handed on as soon as it is read)."""
+    pending = b""
+    while True:
+        piece = response.read1(65536)
+        if not piece:
+            break
+        pending += piece
+        *complete, pending = pending.split(b"\n")
+        for line in complete:
+            yield line.rstrip(b"\r").decode("utf-8", "replace")
+    if pending:
+        yield pending.rstrip(b"\r").decode("utf-8", "replace")
 
 
 @chat_backends.register("openai")
@@ -56,10 +90,12 @@ class OpenAIBackend(ChatBackend):
     def __init__(self, options: BaseModel, settings: Settings) -> None:
         super().__init__(options, settings)
         self.opts = OpenAIOptions.model_validate(options.model_dump())
-        headers = {"Accept": "application/json", **self.opts.headers}
+        headers = {"Accept": "application/json", "Content-Type": "application/json", **self.opts.headers}
         if self.opts.api_key is not None:
             headers["Authorization"] = f"Bearer {self.opts.api_key.get_secret_value()}"
-        self.client = httpx.Client(base_url=self.opts.base_url.rstrip("/") + "/", headers=headers)
+        self.headers = headers
+        self.url = self.opts.base_url.rstrip("/") + "/chat/completions"
+        self.pool = connection_pool(self.url)
 
     def describe(self) -> dict[str, Any]:
         """Backend, base URL and upstream model; never the key."""
@@ -90,12 +126,23 @@ class OpenAIBackend(ChatBackend):
             body["stream_options"] = {"include_usage": True}
         return body
 
-    def _timeout(self, request: ChatRequest) -> httpx.Timeout:
+    def _post(self, request: ChatRequest, stream: bool) -> urllib3.BaseHTTPResponse:
+        """POST the request; urllib3's exceptions propagate (see `_translate`). A stream's body is left
+        unread."""
         total = self.opts.timeout_s or request.timeout
-        return httpx.Timeout(total, connect=min(self.opts.connect_timeout_s, total))
+        body = json.dumps(self._body(request, stream), ensure_ascii=False, separators=(",", ":"))
+        return self.pool.request(
+            "POST",
+            self.url,
+            body=body.encode("utf-8"),
+            headers=self.headers,
+            timeout=urllib3.Timeout(connect=min(self.opts.connect_timeout_s, total), read=total),
+            retries=False,
+            preload_content=not stream,
+        )
 
-    def _raise_for(self, response: httpx.Response) -> None:
-        status = response.status_code
+    def _raise_for(self, response: urllib3.BaseHTTPResponse) -> None:
+        status = response.status
         if status < 400:
             return
         message, param, code = _upstream_message(response)
@@ -116,25 +163,23 @@ class OpenAIBackend(ChatBackend):
             )
         raise BackendError(f"{where} failed with HTTP {status}: {message}")
 
-    def _translate(self, exc: httpx.HTTPError) -> BastionError:
+    def _translate(self, exc: urllib3.exceptions.HTTPError) -> BastionError:
         where = f"upstream {self.opts.base_url}"
-        if isinstance(exc, httpx.TimeoutException):
-            return BackendTimeout(f"{where} did not answer in time ({type(exc).__name__}).")
-        if isinstance(exc, httpx.ConnectError):
+        if isinstance(exc, urllib3.exceptions.NewConnectionError):  # before TimeoutError: a subclass
             return BackendError(f"{where} is unreachable: {exc}. Is the server running?")
+        if isinstance(exc, urllib3.exceptions.TimeoutError):
+            return BackendTimeout(f"{where} did not answer in time ({type(exc).__name__}).")
         return BackendError(f"{where} failed: {type(exc).__name__}: {exc}")
 
     def generate(self, request: ChatRequest) -> ChatResult:
         """One call to `/chat/completions`."""
         try:
-            response = self.client.post(
-                "chat/completions", json=self._body(request, False), timeout=self._timeout(request)
-            )
-        except httpx.HTTPError as exc:
+            response = self._post(request, stream=False)
+        except urllib3.exceptions.HTTPError as exc:
             raise self._translate(exc) from exc
         self._raise_for(response)
         try:
-            body = response.json()
+            body = json.loads(response.data)
             choices = [
                 ChatChoice(
                     content=c["message"].get("content"),
@@ -153,21 +198,27 @@ class OpenAIBackend(ChatBackend):
     def stream(self, request: ChatRequest) -> Iterator[ChatDelta]:
         """Relays the upstream's server-sent events as deltas."""
         try:
-            with self.client.stream(
-                "POST", "chat/completions", json=self._body(request, True), timeout=self._timeout(request)
-            ) as response:
-                if response.status_code >= 400:
-                    response.read()
-                    self._raise_for(response)
-                for line in response.iter_lines():
-                    if not line.startswith("data:"):
-                        continue
-                    data = line[5:].strip()
-                    if data == "[DONE]":
-                        return
-                    yield from self._deltas(data)
-        except httpx.HTTPError as exc:
+            response = self._post(request, stream=True)
+        except urllib3.exceptions.HTTPError as exc:
             raise self._translate(exc) from exc
+        finished = False
+        try:
+            self._raise_for(response)  # reads the body of an error answer
+            for line in _lines(response):
+                if not line.startswith("data:"):
+                    continue
+                data = line[5:].strip()
+                if data == "[DONE]":
+                    response.drain_conn()  # whatever follows the end marker, so the connection is reusable
+                    break
+                yield from self._deltas(data)
+            finished = True
+        except urllib3.exceptions.HTTPError as exc:
+            raise self._translate(exc) from exc
+        finally:
+            if not finished:  # stopped early or failed: the connection cannot be reused
+                response.close()
+            response.release_conn()
 
     def _deltas(self, data: str) -> Iterator[ChatDelta]:
         try:
@@ -191,5 +242,5 @@ class OpenAIBackend(ChatBackend):
             yield ChatDelta(usage=counts)
 
     def close(self) -> None:
-        """Close the HTTP client."""
-        self.client.close()
+        """Close the pooled connections."""
+        self.pool.clear()

@@ -169,8 +169,12 @@ def distill(
         typer.Option(help="Where to write the student encoder (default: the packaged artefacts' encoder/)."),
     ] = None,
     layers: Annotated[
-        str, typer.Option(help="Teacher layers the student keeps, comma-separated 0-based indices.")
-    ] = "0,2,4",
+        str | None,
+        typer.Option(
+            help="Blocks the student keeps, comma-separated 0-based indices: of the teacher (default "
+            "0,2,4), or with --start-from of that encoder (default: all of them).",
+        ),
+    ] = None,
     epochs: Annotated[int, typer.Option(min=1, max=50, help="Passes over the training texts.")] = 1,
     max_texts: Annotated[
         int, typer.Option(min=1, help="Use at most this many training texts (a seeded sample).")
@@ -206,7 +210,7 @@ def distill(
     from bastion.moderation.train import default_artifacts_dir
 
     try:
-        kept = tuple(int(part) for part in layers.split(",") if part.strip())
+        kept = None if layers is None else tuple(int(part) for part in layers.split(",") if part.strip())
     except ValueError as exc:
         raise _fail(f"--layers must be comma-separated integers, got {layers!r}") from exc
     target = output_dir or default_artifacts_dir() / "encoder"
@@ -237,7 +241,7 @@ def distill(
         typer.echo(json.dumps(record, indent=1))
         return
     console.print(
-        f"student with layers {list(kept)} distilled on {record['texts']} texts in "
+        f"student with {record['num_layers']} layers distilled on {record['texts']} texts in "
         f"{record['training_seconds']} s (loss per epoch {record['loss_per_epoch']}); wrote {target}"
     )
 

@@ -1,8 +1,9 @@
 """A smaller encoder for the embedded model: a few of MiniLM's layers, taught to reproduce its embeddings.
 
 The student starts as the teacher with only `layers` kept (the embeddings and those transformer blocks),
-then learns to give the same L2-normalised mean-pooled sentence embedding as the teacher (loss: 1 − cosine)
-on the training rows of `bastion moderation train` (test sources are never seen). The heads are then
+or as an earlier student (`start_from`; `layers` then names which of its own blocks to keep), then learns
+to give the same L2-normalised mean-pooled sentence embedding as the teacher (loss: 1 − cosine) on the
+training rows of `bastion moderation train` (test sources are never seen). The heads are then
 trained on the student's embeddings as usual. Half the layers is about half the compute per text, which is
 what the int8 graph spends its time on. With `ffn_size`, every block's feed-forward layer is first cut to
 its most important neurons (mean absolute activation on the training texts times output-weight norm), and
@@ -17,7 +18,7 @@ import random
 import shutil
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -55,7 +56,8 @@ TOKENIZER_FILES = (
 class DistillSpec:
     """Everything that decides the student (recorded in `distill.json` beside its weights)."""
 
-    layers: tuple[int, ...] = (0, 2, 4)
+    layers: tuple[int, ...] | None = None
+    """Blocks kept: of the teacher (default `TEACHER_LAYERS`), or of `start_from` (default: all)."""
     epochs: int = 1
     batch_size: int = 32
     learning_rate: float = 1e-4
@@ -69,18 +71,28 @@ class DistillSpec:
     ffn_importance_texts: int = 2000
 
 
-def student_from(teacher_path: Path, layers: Sequence[int]) -> Any:
-    """The teacher model with only `layers` kept (0-based indices of its transformer blocks)."""
-    import torch
-    import transformers
+TEACHER_LAYERS = (0, 2, 4)
+"""The teacher's blocks a student keeps when neither `layers` nor `start_from` says otherwise."""
 
-    model = transformers.AutoModel.from_pretrained(str(teacher_path), local_files_only=True)
+
+def keep_layers(model: Any, layers: Sequence[int]) -> Any:
+    """`model` with only `layers` kept (0-based indices of its transformer blocks, in the order given)."""
+    import torch
+
     blocks = model.encoder.layer
     if not layers or any(i < 0 or i >= len(blocks) for i in layers) or len(set(layers)) != len(layers):
         raise ConfigError(f"layers must be distinct indices in 0..{len(blocks) - 1}, got {list(layers)}")
     model.encoder.layer = torch.nn.ModuleList([blocks[i] for i in layers])
     model.config.num_hidden_layers = len(layers)
-    return model.float()
+    return model
+
+
+def student_from(teacher_path: Path, layers: Sequence[int]) -> Any:
+    """The teacher model with only `layers` kept (0-based indices of its transformer blocks)."""
+    import transformers
+
+    model = transformers.AutoModel.from_pretrained(str(teacher_path), local_files_only=True)
+    return keep_layers(model, layers).float()
 
 
 def ffn_importance(model: Any, batches: Sequence[tuple[Any, Any]]) -> list[Any]:
@@ -233,9 +245,13 @@ def distill_encoder(
         for i in range(len(texts))
     ]
     pad_id = teacher.tokenizer.pad_id
-    student = (
-        _load_student(Path(spec.start_from)) if spec.start_from else student_from(teacher_dir, spec.layers)
-    )
+    if spec.start_from:
+        student = _load_student(Path(spec.start_from))
+        if spec.layers is not None:
+            student = keep_layers(student, spec.layers)
+    else:
+        spec = replace(spec, layers=spec.layers or TEACHER_LAYERS)
+        student = student_from(teacher_dir, spec.layers or TEACHER_LAYERS)
     pruned_from = None
     if spec.ffn_size is not None:
         pruned_from = int(student.config.intermediate_size)
@@ -314,6 +330,7 @@ def distill_encoder(
         "spec": asdict(spec),
         "seed": seed,
         "texts": len(texts),
+        "num_layers": int(student.config.num_hidden_layers),
         **({"ffn_pruned_from": pruned_from} if pruned_from is not None else {}),
         "test_sources_excluded": list(train_spec.test_sources),
         "loss_per_epoch": [round(v, 5) for v in losses],

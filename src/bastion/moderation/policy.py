@@ -8,6 +8,9 @@ from bastion.core.records import ModerationResult, Span
 from bastion.core.taxonomy import CATEGORIES, CATEGORY_KEYS
 from bastion.moderation.backends.base import BackendScores
 
+_PARENTS = tuple((c.key, c.parent) for c in CATEGORIES if c.parent is not None)
+"""(subcategory, parent) pairs in taxonomy order."""
+
 
 def combine(
     text: str,
@@ -30,24 +33,28 @@ def combine(
     spans: dict[str, list[tuple[int, int]]] = {}
     for result, thresholds in zip(per_backend, backend_thresholds, strict=True):
         allowed |= result.allowed
+        found_scores, found_flags = result.scores, result.flags
         for key in CATEGORY_KEYS:
-            score = _clip(result.scores.get(key, 0.0))
-            scores[key] = max(scores[key], score)
-            if result.flags is not None:
-                flags[key] = flags[key] or result.flags.get(key, False)
+            score = found_scores.get(key, 0.0)
+            if not 0.0 <= score <= 1.0:  # out of range, or NaN
+                score = _clip(score)
+            if score > scores[key]:
+                scores[key] = score
+            if found_flags is not None:
+                if found_flags.get(key, False):
+                    flags[key] = True
             elif score >= thresholds.get(key, 0.5):
                 flags[key] = True
         for key, found in result.spans.items():
             spans.setdefault(key, []).extend(found)
-    for category in CATEGORIES:
-        parent = category.parent
-        if parent is not None:
-            scores[parent] = max(scores[parent], scores[category.key])
+    for child, parent in _PARENTS:
+        if scores[child] > scores[parent]:
+            scores[parent] = scores[child]
     for key, threshold in policy_thresholds.items():
         flags[key] = scores[key] >= threshold
-    for category in CATEGORIES:
-        if category.parent is not None and flags[category.key]:
-            flags[category.parent] = True
+    for child, parent in _PARENTS:
+        if flags[child]:
+            flags[parent] = True
     for key in allowed:
         flags[key] = False
     explanations = None

@@ -989,8 +989,8 @@ def _encoder_words(card: dict[str, Any]) -> str:
             "texts while still matching the teacher's embeddings, then frozen"
         )
     return (
-        f"layers {list(spec['layers'])} of all-MiniLM-L6-v2 distilled to reproduce its embeddings on "
-        f"{distilled['texts']} training texts by `bastion moderation distill`, then frozen"
+        f"layers {list(spec.get('layers') or (0, 2, 4))} of all-MiniLM-L6-v2 distilled to reproduce its "
+        f"embeddings on {distilled['texts']} training texts by `bastion moderation distill`, then frozen"
     )
 
 
