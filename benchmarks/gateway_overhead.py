@@ -293,7 +293,7 @@ def main() -> None:
     }
     with tempfile.TemporaryDirectory(prefix="bastion-bench-") as tmp:
         home = Path(tmp)
-        warm = [sys.executable, str(Path(__file__).resolve()), "--serve", "warm", "--port", "0"]
+        warm = [sys.executable, str(Path(__file__).resolve()), "--serve", "warm"]
         warm += ["--home", str(home), "--moderation-model", args.moderation_model]
         subprocess.run(warm, check=True)
         upstream = Process("upstream", home)

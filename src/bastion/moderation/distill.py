@@ -250,8 +250,9 @@ def distill_encoder(
         if spec.layers is not None:
             student = keep_layers(student, spec.layers)
     else:
-        spec = replace(spec, layers=spec.layers or TEACHER_LAYERS)
-        student = student_from(teacher_dir, spec.layers or TEACHER_LAYERS)
+        layers = spec.layers or TEACHER_LAYERS
+        spec = replace(spec, layers=layers)
+        student = student_from(teacher_dir, layers)
     pruned_from = None
     if spec.ffn_size is not None:
         pruned_from = int(student.config.intermediate_size)
