@@ -243,3 +243,14 @@ def test_the_card_names_a_pruning_anywhere_in_the_distill_chain(tmp_path: Path) 
     )
     assert ffn_pruning({"seed": 1, "started_from": {"seed": 0}}, tmp_path) == ""
     assert ffn_pruning(None, tmp_path) == ""
+
+
+def test_the_card_names_teacher_layers_only_for_a_run_from_the_teacher() -> None:
+    from bastion.moderation.train import _encoder_words
+
+    def words(spec: dict) -> str:
+        return _encoder_words({"encoder": {"distilled": {"spec": spec, "texts": 10}}})
+
+    assert words({"layers": [0, 2, 4]}).startswith("layers [0, 2, 4] of all-MiniLM-L6-v2")
+    assert words({"layers": None, "start_from": "/students/a"}).startswith("a student of all-MiniLM-L6-v2")
+    assert words({"layers": [0, 2], "start_from": "/students/a"}).startswith("a student of")

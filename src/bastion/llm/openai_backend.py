@@ -67,6 +67,8 @@ def connection_pool(url: str) -> urllib3.PoolManager:
 
 def _lines(response: urllib3.BaseHTTPResponse) -> Iterator[str]:
     """The response body's lines as they arrive (each piece is handed on as soon as it is read)."""
+    # Not `iter(response)`: it reads 64 KiB at a time from a body without chunked encoding, holding back
+    # the events of a server that streams by closing the connection.
     pending = b""
     while True:
         piece = response.read1(65536)

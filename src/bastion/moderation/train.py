@@ -988,9 +988,12 @@ def _encoder_words(card: dict[str, Any]) -> str:
             f"--task-weight {spec['task_weight']}` on the category labels of {distilled['texts']} training "
             "texts while still matching the teacher's embeddings, then frozen"
         )
+    # A run from the teacher records the layers it kept; one from an earlier student may record none.
+    from_teacher = spec.get("layers") and not spec.get("start_from")
+    kept = f"layers {list(spec['layers'])} of" if from_teacher else "a student of"
     return (
-        f"layers {list(spec.get('layers') or (0, 2, 4))} of all-MiniLM-L6-v2 distilled to reproduce its "
-        f"embeddings on {distilled['texts']} training texts by `bastion moderation distill`, then frozen"
+        f"{kept} all-MiniLM-L6-v2 distilled to reproduce its embeddings on {distilled['texts']} training "
+        "texts by `bastion moderation distill`, then frozen"
     )
 
 
