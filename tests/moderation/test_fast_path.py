@@ -21,7 +21,7 @@ from bastion.core.taxonomy import CATEGORY_KEYS
 from bastion.moderation import onnx_export
 from bastion.moderation.backends.base import create_backend
 from bastion.moderation.backends.embedded import EmbeddedBackend
-from bastion.moderation.encoder import ChunkedEmbeddings
+from bastion.moderation.encoder import ChunkedEmbeddings, pad_batch
 from bastion.moderation.train import default_artifacts_dir
 
 THREAT = "I am going to kill you and your whole family tonight"
@@ -263,13 +263,21 @@ def test_shard_bounds_cover_every_item_in_runs_of_similar_size(
     assert onnx_export.shard_bounds(sizes, shards) == expected
 
 
-def test_a_large_batch_scores_the_backends_concurrently_with_the_same_results(settings: Settings) -> None:
+def test_one_window_is_padded_as_in_a_batch() -> None:
+    alone_ids, alone_mask = pad_batch([[101, 7, 8, 102]], pad_id=0)
+    batch_ids, batch_mask = pad_batch([[101, 7, 8, 102], [101, 102]], pad_id=0)
+    assert alone_ids.dtype == batch_ids.dtype == np.int64 and alone_mask.dtype == np.int64
+    assert alone_ids.tolist() == batch_ids[:1].tolist() == [[101, 7, 8, 102]]
+    assert alone_mask.tolist() == batch_mask[:1].tolist() == [[1, 1, 1, 1]]
+    assert batch_mask[1].tolist() == [1, 1, 0, 0]
+
+
+def test_the_backends_score_concurrently_with_the_same_results(settings: Settings) -> None:
     from bastion.moderation import service
 
     model = service.ModerationService(settings).model("bastion-embedded")
     assert len(model.backends) > 1
     texts = [f"{text} (message {i})" for i in range(3) for text in TEXTS]
-    assert len(texts) >= service.CONCURRENT_MIN_TEXTS
     together = model.moderate(texts, explain=True)
     assert model._helper is not None  # the other backends ran on the helper thread
     assert [r.model_dump() for r in together] == [

@@ -255,6 +255,9 @@ def _span(offsets: list[tuple[int, int]]) -> tuple[int, int]:
 
 def pad_batch(ids: Sequence[Sequence[int]], pad_id: int) -> tuple[np.ndarray, np.ndarray]:
     """(input_ids, attention_mask) int64 [n, longest], right-padded, built without a per-row loop."""
+    if len(ids) == 1:
+        input_ids = np.array(ids, dtype=np.int64)
+        return input_ids, np.ones_like(input_ids)
     lengths = np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids))
     width = int(lengths.max()) if len(ids) else 0
     mask = np.arange(width)[None, :] < lengths[:, None]
