@@ -3,6 +3,7 @@
     python benchmarks/gateway_overhead.py             # full run (about a minute on 2 cores)
     python benchmarks/gateway_overhead.py --quick     # smoke run
     python benchmarks/gateway_overhead.py --json out.json
+    python benchmarks/gateway_overhead.py --skip-local --compare-with HEAD~1   # this tree against a revision
 
 What is measured:
 
@@ -16,6 +17,11 @@ What is measured:
 - Latency: sequential requests from one keep-alive httpx client, direct and gateway interleaved,
   after a warm-up; p50 and p99 of each, and the difference (the added latency).
 - Throughput: requests/s with 8 client threads for each path.
+- With `--compare-with REV`, a second gateway runs the same way from a checkout of git revision REV (a
+  temporary worktree, removed afterwards) behind the same upstream, and every turn goes to all three in a
+  shuffled order. The difference between the two gateways' added latency is then measured under the same
+  conditions, which separate runs on a shared machine are not. (Latency only; REV's benchmark must have
+  `--serve`.)
 - The `local` backend's tokens/s with 1 and with 8 concurrent requests (greedy, fixed max_tokens).
 
 Ratios are gateway / direct (latency: above 1 is slower; requests/s: below 1 is slower).
@@ -28,13 +34,15 @@ import json
 import os
 import platform
 import random
+import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -122,14 +130,20 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
 
 
-def latency(direct: httpx.Client, gateway: httpx.Client, texts: list[str]) -> dict[str, Any]:
-    """Interleaved sequential calls, one per text; milliseconds per call for each path, and blocked turns."""
-    times: dict[str, Any] = {"direct": [], "gateway": [], "blocked": 0}
+def latency(clients: dict[str, httpx.Client], texts: list[str], shuffle: bool = False) -> dict[str, Any]:
+    """Interleaved sequential calls, one per text and client (in a seeded random order with `shuffle`);
+    milliseconds per call for each client, and the turns the `gateway` client saw blocked."""
+    times: dict[str, Any] = {name: [] for name in clients}
+    times["blocked"] = 0
+    order = list(clients)
+    rng = random.Random(len(texts))
     for text in texts:
         body = {"model": "instant", "messages": [{"role": "user", "content": text}]}
-        for name, client in (("direct", direct), ("gateway", gateway)):
+        if shuffle:
+            rng.shuffle(order)
+        for name in order:
             started = time.perf_counter()
-            response = client.post("/v1/chat/completions", json=body)
+            response = clients[name].post("/v1/chat/completions", json=body)
             times[name].append((time.perf_counter() - started) * 1000)
             response.raise_for_status()
             if name == "gateway" and response.json()["choices"][0]["finish_reason"] != "stop":
@@ -229,22 +243,32 @@ def serve(role: str, port: int, home: Path, upstream_url: str, moderation_model:
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
 
 
-class Process:
-    """This script in a child process, serving `role` on a free port until stopped."""
+def child_command(tree: Path | None, role: str, home: Path) -> tuple[list[str], dict[str, str] | None]:
+    """(command, environment) that runs this benchmark's `--serve role` from `tree` (default: this one)."""
+    script = Path(__file__).resolve() if tree is None else tree / "benchmarks" / "gateway_overhead.py"
+    command = [sys.executable, str(script), "--serve", role, "--home", str(home)]
+    if tree is None:
+        return command, None
+    return command, {**os.environ, "PYTHONPATH": f"{tree / 'src'}{os.pathsep}{tree}"}
 
-    def __init__(self, role: str, home: Path, upstream_url: str = "", moderation_model: str = "") -> None:
+
+class Process:
+    """This script (or its copy in `tree`) in a child process, serving `role` on a free port until stopped."""
+
+    def __init__(
+        self,
+        role: str,
+        home: Path,
+        upstream_url: str = "",
+        moderation_model: str = "",
+        tree: Path | None = None,
+    ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        command = [sys.executable, str(Path(__file__).resolve()), "--serve", role, "--port", str(self.port)]
-        command += [
-            "--home",
-            str(home),
-            "--upstream-url",
-            upstream_url,
-            "--moderation-model",
-            moderation_model,
-        ]
-        self.process = subprocess.Popen(command)
+        command, env = child_command(tree, role, home)
+        command += ["--port", str(self.port), "--upstream-url", upstream_url]
+        command += ["--moderation-model", moderation_model]
+        self.process = subprocess.Popen(command, env=env, cwd=tree)
 
     def __enter__(self) -> Process:
         deadline = time.monotonic() + 300
@@ -264,6 +288,65 @@ class Process:
         self.process.wait(timeout=30)
 
 
+def report(results: dict[str, Any], moderation_model: str, n: int) -> None:
+    """Print the latency table, the added latency against its targets, and the ratios."""
+    d, g = results["direct"], results["gateway"]
+    rows = [("direct", d), ("gateway", g)]
+    if "other" in results:
+        rows.append((results["compare_with"][:10], results["other"]))
+    print(f"machine: {results['machine']}; moderation model: {moderation_model}; {n} requests per path")
+    print(
+        f"every turn is a different text; turns the gateway blocked (false positives): {results['blocked']}"
+    )
+    print(f"{'':10} {'p50 ms':>9} {'p99 ms':>9} {'req/s (8 threads)':>18}")
+    for name, row in rows:
+        rate = f"{row['requests_per_s']:18.1f}" if "requests_per_s" in row else f"{'-':>18}"
+        print(f"{name:10} {row['p50_ms']:9.2f} {row['p99_ms']:9.2f} {rate}")
+    print(
+        f"added latency: p50 {results['added_p50_ms']:+.2f} ms (target <= 5), "
+        f"p99 {results['added_p99_ms']:+.2f} ms (target <= 20)"
+    )
+    ratios = (
+        f"ratios gateway/direct: p50 x{g['p50_ms'] / d['p50_ms']:.2f}, p99 x{g['p99_ms'] / d['p99_ms']:.2f}"
+    )
+    if "requests_per_s" in g:
+        ratios += f", requests/s x{g['requests_per_s'] / d['requests_per_s']:.2f}"
+    print(ratios)
+    if "other" in results:
+        o = results["other"]
+        print(
+            f"added latency of {results['compare_with']}: p50 {o['added_p50_ms']:+.2f} ms, "
+            f"p99 {o['added_p99_ms']:+.2f} ms; this tree minus it: p50 {g['p50_ms'] - o['p50_ms']:+.2f} ms, "
+            f"p99 {g['p99_ms'] - o['p99_ms']:+.2f} ms, mean {g['mean_ms'] - o['mean_ms']:+.2f} ms"
+        )
+
+
+@contextmanager
+def worktree(revision: str) -> Iterator[Path]:
+    """A checkout of `revision` of this repository in a temporary git worktree, removed afterwards."""
+    root = Path(__file__).resolve().parent.parent
+    parent = Path(tempfile.mkdtemp(prefix="bastion-compare-"))
+    folder = parent / "tree"
+    added = subprocess.run(
+        ["git", "-C", str(root), "worktree", "add", "--detach", "--quiet", str(folder), revision],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    try:
+        if added.returncode != 0:
+            raise SystemExit(f"cannot check out {revision!r}: {added.stderr.strip()}")
+        yield folder
+    finally:
+        if added.returncode == 0:
+            subprocess.run(
+                ["git", "-C", str(root), "worktree", "remove", "--force", str(folder)],
+                capture_output=True,
+                check=False,
+            )
+        shutil.rmtree(parent, ignore_errors=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a short smoke run")
@@ -272,6 +355,9 @@ def main() -> None:
     )
     parser.add_argument("--skip-local", action="store_true", help="do not measure the local backend")
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
+    parser.add_argument(
+        "--compare-with", metavar="REV", help="also time a gateway from this git revision, in the same run"
+    )
     parser.add_argument("--serve", choices=["upstream", "gateway", "warm"], help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--home", type=Path, help=argparse.SUPPRESS)
@@ -291,36 +377,55 @@ def main() -> None:
         "moderation_model": args.moderation_model,
         "requests": n,
     }
-    with tempfile.TemporaryDirectory(prefix="bastion-bench-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="bastion-bench-") as tmp, ExitStack() as stack:
         home = Path(tmp)
-        warm = [sys.executable, str(Path(__file__).resolve()), "--serve", "warm"]
-        warm += ["--home", str(home), "--moderation-model", args.moderation_model]
-        subprocess.run(warm, check=True)
-        upstream = Process("upstream", home)
-        with upstream, Process("gateway", home, upstream.url, args.moderation_model) as gateway:
-            key = (home / "key").read_text()
+        trees: dict[str, tuple[Path | None, Path]] = {"gateway": (None, home)}
+        if args.compare_with:
+            trees["other"] = (stack.enter_context(worktree(args.compare_with)), home / "other")
+            results["compare_with"] = args.compare_with
+        for tree, tree_home in trees.values():
+            tree_home.mkdir(exist_ok=True)
+            warm, env = child_command(tree, "warm", tree_home)
+            subprocess.run(
+                [*warm, "--moderation-model", args.moderation_model], check=True, env=env, cwd=tree
+            )
+        upstream = stack.enter_context(Process("upstream", home))
+        gateways = {
+            name: stack.enter_context(
+                Process("gateway", tree_home, upstream.url, args.moderation_model, tree)
+            )
+            for name, (tree, tree_home) in trees.items()
+        }
 
-            def direct_client() -> httpx.Client:
-                return httpx.Client(base_url=upstream.url, timeout=30)
+        def direct_client() -> httpx.Client:
+            return httpx.Client(base_url=upstream.url, timeout=30)
 
-            def gateway_client() -> httpx.Client:
-                return httpx.Client(
-                    base_url=gateway.url, timeout=30, headers={"Authorization": f"Bearer {key}"}
-                )
+        def gateway_client(name: str = "gateway") -> httpx.Client:
+            key = (trees[name][1] / "key").read_text()
+            return httpx.Client(
+                base_url=gateways[name].url, timeout=30, headers={"Authorization": f"Bearer {key}"}
+            )
 
-            with direct_client() as d, gateway_client() as g:
-                latency(d, g, texts[:20])  # warm-up
-                times = latency(d, g, texts[20 : 20 + n])
-            results["blocked"] = times["blocked"]
-            for name in ("direct", "gateway"):
-                values = times[name]
-                results[name] = {
-                    "p50_ms": percentile(values, 50),
-                    "p99_ms": percentile(values, 99),
-                    "mean_ms": statistics.fmean(values),
-                }
-            results["added_p50_ms"] = results["gateway"]["p50_ms"] - results["direct"]["p50_ms"]
-            results["added_p99_ms"] = results["gateway"]["p99_ms"] - results["direct"]["p99_ms"]
+        with ExitStack() as clients_open:
+            clients = {"direct": clients_open.enter_context(direct_client())}
+            clients.update({name: clients_open.enter_context(gateway_client(name)) for name in gateways})
+            shuffle = len(clients) > 2
+            latency(clients, texts[:20], shuffle)  # warm-up
+            times = latency(clients, texts[20 : 20 + n], shuffle)
+        results["blocked"] = times["blocked"]
+        for name in clients:
+            values = times[name]
+            results[name] = {
+                "p50_ms": percentile(values, 50),
+                "p99_ms": percentile(values, 99),
+                "mean_ms": statistics.fmean(values),
+            }
+        results["added_p50_ms"] = results["gateway"]["p50_ms"] - results["direct"]["p50_ms"]
+        results["added_p99_ms"] = results["gateway"]["p99_ms"] - results["direct"]["p99_ms"]
+        if "other" in results:
+            results["other"]["added_p50_ms"] = results["other"]["p50_ms"] - results["direct"]["p50_ms"]
+            results["other"]["added_p99_ms"] = results["other"]["p99_ms"] - results["direct"]["p99_ms"]
+        else:
             fresh = texts[20 + n :]
             results["direct"]["requests_per_s"] = throughput(direct_client, fresh, seconds, 8)
             results["gateway"]["requests_per_s"] = throughput(gateway_client, fresh, seconds, 8)
@@ -328,22 +433,7 @@ def main() -> None:
             results["local"] = [local_tokens_per_second(home, c, max_tokens) for c in (1, 8)]
             _LOCAL.pop("backend").close()
 
-    d, g = results["direct"], results["gateway"]
-    print(f"machine: {results['machine']}; moderation model: {args.moderation_model}; {n} requests per path")
-    print(
-        f"every turn is a different text; turns the gateway blocked (false positives): {results['blocked']}"
-    )
-    print(f"{'':10} {'p50 ms':>9} {'p99 ms':>9} {'req/s (8 threads)':>18}")
-    for name, row in (("direct", d), ("gateway", g)):
-        print(f"{name:10} {row['p50_ms']:9.2f} {row['p99_ms']:9.2f} {row['requests_per_s']:18.1f}")
-    print(
-        f"added latency: p50 {results['added_p50_ms']:+.2f} ms (target <= 5), "
-        f"p99 {results['added_p99_ms']:+.2f} ms (target <= 20)"
-    )
-    print(
-        f"ratios gateway/direct: p50 x{g['p50_ms'] / d['p50_ms']:.2f}, p99 x{g['p99_ms'] / d['p99_ms']:.2f}, "
-        f"requests/s x{g['requests_per_s'] / d['requests_per_s']:.2f}"
-    )
+    report(results, args.moderation_model, n)
     for row in results.get("local", []):
         print(
             f"local backend, {row['concurrency']} concurrent: {row['tokens']} tokens "
