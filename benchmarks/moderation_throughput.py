@@ -19,10 +19,14 @@ words, generated deterministically):
   carries over from the parent across fork and exec) and the same minus the RSS the bare worker had
   before importing the system ("above bare").
 
-Throughput and latency of every system are measured in this one process, one after the other, with
-each system's default threading (the ONNX path: 1 intra-op thread and min(2, CPUs) workers; torch: every
-core; the baseline's linear model is single-threaded). Bastion's score cache is turned off for all
-speed figures (the pools repeat, and hits would flatter it); one extra row times a cache hit.
+Throughput and latency of every system are measured in this one process, in rounds: each round measures
+every system once (in a rotated order), and each figure is the median over the rounds (latency
+percentiles over the samples of all rounds). A shared machine's speed drifts by up to half within
+minutes; rounds spread that drift over all systems, so the ratios hold better than the raw figures.
+Each system runs with its default threading (the ONNX path: 1 intra-op thread and min(2, CPUs)
+workers; torch: every core; the baseline's linear model is single-threaded). Bastion's score cache is
+turned off for all speed figures (the pools repeat, and hits would flatter it); one extra row times a
+cache hit.
 Besides wall-clock texts/s, texts per CPU-second of this process are reported: on a shared machine wall
 time swings with other load, CPU time much less. The load average is printed beside the table.
 Ratios are Bastion / other: above 1 means Bastion is faster for texts/s, slower for latency, and
@@ -78,12 +82,13 @@ class Budget:
     latency_short: int
     latency_long: int
     pool: int
+    rounds: int
 
     @classmethod
     def for_run(cls, quick: bool) -> Budget:
         if quick:
-            return cls(min_seconds=0.4, min_batches=1, latency_short=30, latency_long=10, pool=256)
-        return cls(min_seconds=3.0, min_batches=2, latency_short=200, latency_long=50, pool=768)
+            return cls(min_seconds=0.4, min_batches=1, latency_short=30, latency_long=10, pool=256, rounds=1)
+        return cls(min_seconds=1.0, min_batches=2, latency_short=70, latency_long=20, pool=768, rounds=3)
 
 
 def load_system(system: str, model: str | None) -> tuple[Scorer, str]:
@@ -136,17 +141,17 @@ def throughput(score: Scorer, pool: Sequence[str], batch: int, budget: Budget) -
     return done / elapsed
 
 
-def latency(score: Scorer, pool: Sequence[str], n: int) -> tuple[float, float]:
-    """(p50, p99) milliseconds for one text per call."""
-    for text in pool[:5]:  # warm-up
+def latency(score: Scorer, pool: Sequence[str], n: int, start: int = 0) -> list[float]:
+    """Milliseconds for each of `n` calls of one text, from `pool[start]` on (after a warm-up)."""
+    for text in pool[:5]:
         score([text])
     times = []
     for i in range(n):
-        text = pool[(i + 5) % len(pool)]
+        text = pool[(start + i + 5) % len(pool)]
         started = time.perf_counter()
         score([text])
         times.append((time.perf_counter() - started) * 1000)
-    return float(np.percentile(times, 50)), float(np.percentile(times, 99))
+    return times
 
 
 def current_rss_mb() -> float:
@@ -205,19 +210,17 @@ def measure_memory(system: str, model: str | None) -> dict[str, float]:
     return result
 
 
-def measure(system: str, model: str | None, budget: Budget, log: Callable[[str], None]) -> dict[str, Any]:
-    """Every speed figure for one system, in this process."""
-    started = time.perf_counter()
-    score, name = load_system(system, model)
-    load_s = time.perf_counter() - started
-    pools = {"short": short_texts(budget.pool), "long": long_texts(budget.pool // 2)}
-    figures: dict[str, Any] = {
-        "name": name,
-        "load_s": load_s,
-        "texts_per_s": {},
-        "texts_per_cpu_s": {},
-        "latency_ms": {},
-    }
+def measure_round(
+    system: str,
+    score: Scorer,
+    pools: dict[str, list[str]],
+    budget: Budget,
+    rnd: int,
+    log: Callable[[str], None],
+) -> dict[str, Any]:
+    """One round of every speed figure for one system: texts/s and texts per CPU-second per configuration,
+    and the latency samples per text length."""
+    figures: dict[str, Any] = {"texts_per_s": {}, "texts_per_cpu_s": {}, "latency_samples": {}}
     for length, pool in pools.items():
         for batch in BATCHES:
             cpu = time.process_time()
@@ -227,13 +230,53 @@ def measure(system: str, model: str | None, budget: Budget, log: Callable[[str],
             figures["texts_per_s"][f"{length}/b{batch}"] = rate
             figures["texts_per_cpu_s"][f"{length}/b{batch}"] = rate / max(share, 1e-9)
             log(
-                f"  {system:8s} {length:5s} batch {batch:3d}: {rate:9.1f} texts/s ({rate / share:9.1f}/cpu-s)"
+                f"  round {rnd + 1} {system:8s} {length:5s} batch {batch:3d}: {rate:9.1f} texts/s "
+                f"({rate / share:9.1f}/cpu-s)"
             )
     for length, n in (("short", budget.latency_short), ("long", budget.latency_long)):
-        p50, p99 = latency(score, pools[length], n)
-        figures["latency_ms"][length] = {"p50": p50, "p99": p99}
-        log(f"  {system:8s} {length:5s} latency: p50 {p50:.2f} ms, p99 {p99:.2f} ms")
+        times = latency(score, pools[length], n, start=rnd * n)
+        figures["latency_samples"][length] = times
+        log(f"  round {rnd + 1} {system:8s} {length:5s} latency: p50 {np.percentile(times, 50):.2f} ms")
     return figures
+
+
+def combine_rounds(name: str, load_s: float, rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    """A system's figures over its rounds: the median of each rate, latency percentiles over all samples,
+    and the texts/s of every round (`texts_per_s_rounds`) to show the spread."""
+    keys = list(rounds[0]["texts_per_s"])
+    out: dict[str, Any] = {"name": name, "load_s": load_s, "rounds": len(rounds)}
+    for field in ("texts_per_s", "texts_per_cpu_s"):
+        out[field] = {k: float(np.median([r[field][k] for r in rounds])) for k in keys}
+    out["texts_per_s_rounds"] = {k: [r["texts_per_s"][k] for r in rounds] for k in keys}
+    out["latency_ms"] = {}
+    for length in rounds[0]["latency_samples"]:
+        samples = [t for r in rounds for t in r["latency_samples"][length]]
+        out["latency_ms"][length] = {
+            "p50": float(np.percentile(samples, 50)),
+            "p99": float(np.percentile(samples, 99)),
+            "samples": len(samples),
+        }
+    return out
+
+
+def measure_all(model: str | None, budget: Budget, log: Callable[[str], None]) -> dict[str, dict[str, Any]]:
+    """Every system loaded once, then `budget.rounds` rounds, each measuring every system in turn (the
+    order rotated from round to round); the figures combined per system."""
+    loaded: dict[str, tuple[Scorer, str, float]] = {}
+    for system in SYSTEMS:
+        started = time.perf_counter()
+        score, name = load_system(system, model)
+        loaded[system] = (score, name, time.perf_counter() - started)
+    pools = {"short": short_texts(budget.pool), "long": long_texts(budget.pool // 2)}
+    per_round: dict[str, list[dict[str, Any]]] = {system: [] for system in SYSTEMS}
+    for rnd in range(budget.rounds):
+        order = SYSTEMS[rnd % len(SYSTEMS) :] + SYSTEMS[: rnd % len(SYSTEMS)]
+        log(f"round {rnd + 1} of {budget.rounds}: {', '.join(order)}")
+        for system in order:
+            per_round[system].append(measure_round(system, loaded[system][0], pools, budget, rnd, log))
+    return {
+        system: combine_rounds(loaded[system][1], loaded[system][2], per_round[system]) for system in SYSTEMS
+    }
 
 
 def rows(results: dict[str, dict[str, Any]]) -> list[tuple[str, list[float]]]:
@@ -264,11 +307,19 @@ def render(results: dict[str, dict[str, Any]]) -> str:
     head = (
         f"{'metric':28s} {'bastion':>10s} {'previous':>10s} {'baseline':>10s} {'vs prev':>9s} {'vs base':>9s}"
     )
+    rounds = results["bastion"].get("rounds", 1)
     lines = [names, "ratios = bastion / previous, bastion / baseline", head, "-" * len(head)]
+    if rounds > 1:
+        lines.insert(1, f"texts/s: median of {rounds} rounds; latency: percentiles of all rounds' samples")
     for metric, (ours, prev, base) in rows(results):
         r_prev = ours / prev if prev else float("inf")
         r_base = ours / base if base else float("inf")
         lines.append(f"{metric:28s} {ours:10.2f} {prev:10.2f} {base:10.2f} {r_prev:8.3g}x {r_base:8.3g}x")
+    if rounds > 1:
+        lines.append("texts/s in each round (short texts, batch 128):")
+        for name in SYSTEMS:
+            each = results[name]["texts_per_s_rounds"]["short/b128"]
+            lines.append(f"  {name:9s} " + ", ".join(f"{rate:.0f}" for rate in each))
     return "\n".join(lines)
 
 
@@ -307,10 +358,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(message, file=sys.stderr, flush=True)
 
     started = time.perf_counter()
-    results: dict[str, dict[str, Any]] = {}
-    for system in SYSTEMS:
-        log(f"{system}: speed")
-        results[system] = measure(system, args.model, budget, log)
+    results = measure_all(args.model, budget, log)
     results["bastion"]["cache_hit_ms"] = cache_hit_ms(args.model)
     for system in SYSTEMS:
         log(f"{system}: peak memory (subprocess)")
