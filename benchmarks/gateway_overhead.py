@@ -18,10 +18,11 @@ What is measured:
   after a warm-up; p50 and p99 of each, and the difference (the added latency).
 - Throughput: requests/s with 8 client threads for each path.
 - With `--compare-with REV`, a second gateway runs the same way from a checkout of git revision REV (a
-  temporary worktree, removed afterwards) behind the same upstream, and every turn goes to all three in a
-  shuffled order. The difference between the two gateways' added latency is then measured under the same
-  conditions, which separate runs on a shared machine are not. (Latency only; REV's benchmark must have
-  `--serve`.)
+  temporary worktree, removed afterwards; `.` runs this tree again) behind the same upstream, and every
+  turn goes to all three in a shuffled order. The difference between the two gateways' added latency is
+  then measured under the same conditions, which separate runs on a shared machine are not. `--other-env
+  NAME=VALUE` sets the second gateway's environment, to compare settings (e.g. `--compare-with .
+  --other-env BASTION_GATEWAY__RECORD_USAGE=false`). (Latency only; REV's benchmark must have `--serve`.)
 - The `local` backend's tokens/s with 1 and with 8 concurrent requests (greedy, fixed max_tokens).
 
 Ratios are gateway / direct (latency: above 1 is slower; requests/s: below 1 is slower).
@@ -243,13 +244,30 @@ def serve(role: str, port: int, home: Path, upstream_url: str, moderation_model:
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
 
 
-def child_command(tree: Path | None, role: str, home: Path) -> tuple[list[str], dict[str, str] | None]:
-    """(command, environment) that runs this benchmark's `--serve role` from `tree` (default: this one)."""
+def child_command(
+    tree: Path | None, role: str, home: Path, env: dict[str, str] | None = None
+) -> tuple[list[str], dict[str, str] | None]:
+    """(command, environment) that runs this benchmark's `--serve role` from `tree` (default: this one),
+    with `env` added to the environment."""
     script = Path(__file__).resolve() if tree is None else tree / "benchmarks" / "gateway_overhead.py"
     command = [sys.executable, str(script), "--serve", role, "--home", str(home)]
-    if tree is None:
+    if tree is None and not env:
         return command, None
-    return command, {**os.environ, "PYTHONPATH": f"{tree / 'src'}{os.pathsep}{tree}"}
+    environment = {**os.environ, **(env or {})}
+    if tree is not None:
+        environment["PYTHONPATH"] = f"{tree / 'src'}{os.pathsep}{tree}"
+    return command, environment
+
+
+def parse_env(pairs: list[str]) -> dict[str, str]:
+    """`NAME=VALUE` strings as a mapping; a pair without a name or `=` is a ValueError naming it."""
+    env: dict[str, str] = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name:
+            raise ValueError(f"--other-env takes NAME=VALUE, got {pair!r}")
+        env[name] = value
+    return env
 
 
 class Process:
@@ -262,10 +280,11 @@ class Process:
         upstream_url: str = "",
         moderation_model: str = "",
         tree: Path | None = None,
+        extra_env: dict[str, str] | None = None,
     ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        command, env = child_command(tree, role, home)
+        command, env = child_command(tree, role, home, extra_env)
         command += ["--port", str(self.port), "--upstream-url", upstream_url]
         command += ["--moderation-model", moderation_model]
         self.process = subprocess.Popen(command, env=env, cwd=tree)
@@ -356,13 +375,28 @@ def main() -> None:
     parser.add_argument("--skip-local", action="store_true", help="do not measure the local backend")
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
     parser.add_argument(
-        "--compare-with", metavar="REV", help="also time a gateway from this git revision, in the same run"
+        "--compare-with",
+        metavar="REV",
+        help="also time a gateway from this git revision ('.': this tree), in the same run",
+    )
+    parser.add_argument(
+        "--other-env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="environment for the --compare-with gateway only (repeatable)",
     )
     parser.add_argument("--serve", choices=["upstream", "gateway", "warm"], help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--home", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--upstream-url", default="", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    try:
+        other_env = parse_env(args.other_env)
+    except ValueError as exc:
+        parser.error(str(exc))
+    if other_env and not args.compare_with:
+        parser.error("--other-env needs --compare-with")
     if args.serve:
         serve(args.serve, args.port, args.home, args.upstream_url, args.moderation_model)
         return
@@ -380,19 +414,22 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bastion-bench-") as tmp, ExitStack() as stack:
         home = Path(tmp)
         trees: dict[str, tuple[Path | None, Path]] = {"gateway": (None, home)}
+        envs: dict[str, dict[str, str]] = {"gateway": {}, "other": other_env}
         if args.compare_with:
-            trees["other"] = (stack.enter_context(worktree(args.compare_with)), home / "other")
-            results["compare_with"] = args.compare_with
-        for tree, tree_home in trees.values():
+            other = None if args.compare_with == "." else stack.enter_context(worktree(args.compare_with))
+            trees["other"] = (other, home / "other")
+            label = "this tree" if other is None else args.compare_with
+            results["compare_with"] = label + "".join(f" {k}={v}" for k, v in other_env.items())
+        for name, (tree, tree_home) in trees.items():
             tree_home.mkdir(exist_ok=True)
-            warm, env = child_command(tree, "warm", tree_home)
+            warm, env = child_command(tree, "warm", tree_home, envs[name])
             subprocess.run(
                 [*warm, "--moderation-model", args.moderation_model], check=True, env=env, cwd=tree
             )
         upstream = stack.enter_context(Process("upstream", home))
         gateways = {
             name: stack.enter_context(
-                Process("gateway", tree_home, upstream.url, args.moderation_model, tree)
+                Process("gateway", tree_home, upstream.url, args.moderation_model, tree, envs[name])
             )
             for name, (tree, tree_home) in trees.items()
         }

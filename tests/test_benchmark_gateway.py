@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from pathlib import Path
 
 import httpx
 import pytest
-from benchmarks.gateway_overhead import latency, worktree
+from benchmarks.gateway_overhead import child_command, latency, parse_env, worktree
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -50,3 +51,21 @@ def test_every_client_gets_every_turn_once() -> None:
     assert all(seen[name] == texts for name in seen)
     assert [len(times[name]) for name in ("direct", "gateway", "other")] == [6, 6, 6]
     assert times["blocked"] == 0
+
+
+def test_the_other_gateway_gets_its_own_environment_and_tree(tmp_path: Path) -> None:
+    assert parse_env(["A=1", "B=x=y", "C="]) == {"A": "1", "B": "x=y", "C": ""}
+    for bad in ("NOVALUE", "=1"):
+        with pytest.raises(ValueError, match="NAME=VALUE"):
+            parse_env([bad])
+    command, env = child_command(None, "gateway", tmp_path)
+    assert env is None and command[-4:] == ["--serve", "gateway", "--home", str(tmp_path)]
+    command, env = child_command(None, "gateway", tmp_path, {"BASTION_GATEWAY__RECORD_USAGE": "false"})
+    assert env is not None and env["BASTION_GATEWAY__RECORD_USAGE"] == "false"
+    assert env.get("PYTHONPATH") == os.environ.get("PYTHONPATH")
+    command, env = child_command(tmp_path / "tree", "warm", tmp_path)
+    assert command[1] == str(tmp_path / "tree" / "benchmarks" / "gateway_overhead.py")
+    assert env is not None and env["PYTHONPATH"].split(os.pathsep) == [
+        str(tmp_path / "tree" / "src"),
+        str(tmp_path / "tree"),
+    ]
