@@ -197,6 +197,11 @@ class EmbeddedBackend(ModerationBackend):
                 "use the encoder the heads were trained on"
             )
         self._thresholds = np.array([self.heads.thresholds[k] for k in CATEGORY_KEYS], dtype=np.float32)
+        defaults = self.heads.thresholds
+        self._threshold_sets = {
+            name: {k: float(values.get(k, defaults[k])) for k in CATEGORY_KEYS}
+            for name, values in self.heads.card.get("threshold_sets", {}).items()
+        }
         self._cache = ScoreCache(options.cache_size)
         self._lock = threading.Lock()
 
@@ -317,12 +322,9 @@ class EmbeddedBackend(ModerationBackend):
 
     @property
     def threshold_sets(self) -> dict[str, dict[str, float]]:
-        """The card's alternative threshold sets (see its `threshold_set_rules`), each over 13 categories."""
-        sets = self.heads.card.get("threshold_sets", {})
-        return {
-            name: {k: float(values.get(k, self.heads.thresholds[k])) for k in CATEGORY_KEYS}
-            for name, values in sets.items()
-        }
+        """The card's alternative threshold sets (see its `threshold_set_rules`), each over 13 categories;
+        read once, at load."""
+        return self._threshold_sets
 
     def describe(self) -> dict[str, Any]:
         """Plugin, options, runtime, heads sha256, encoder fingerprint, data hashes behind the heads, and
