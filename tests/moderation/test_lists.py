@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 import re
 from pathlib import Path
 from typing import Any
@@ -72,6 +73,55 @@ def test_normalized_positions_map_back_to_the_original() -> None:
     s, e = norm.original_span(4, 7)
     assert raw[s:e] == "ＹＯＵ"
     assert len(norm.starts) == len(norm.ends) == len(norm.text)
+
+
+def _fold_every_word(text: str) -> str:
+    """The word folding applied to every word, with no shortcut (what `normalize` must equal)."""
+    from bastion.moderation.normalize import _WORD, _fold_word
+
+    chars = list(text)
+    for match in _WORD.finditer(text):
+        start, end = match.span()
+        letters = chars[start:end]
+        _fold_word(letters)
+        chars[start:end] = letters
+    return "".join(chars)
+
+
+def test_word_folding_shortcut_for_ascii_text_changes_nothing() -> None:
+    from bastion.moderation.normalize import _fold_words
+
+    rng = random.Random(7)
+    alphabet = "abcdeilostxyz013457@$|!+-_.,' ?" + "AB" + "\u0430\u0435\u20ac\u00a1"  # Cyrillic a/e, euro, ¡
+    folded_some = 0
+    for n in range(3000):
+        pool = alphabet if n % 3 else alphabet[:-4]  # two thirds of the texts are not pure ASCII
+        text = "".join(rng.choice(pool) for _ in range(rng.randint(0, 40)))
+        chars = list(text)
+        _fold_words(chars)
+        assert "".join(chars) == _fold_every_word(text), text
+        folded_some += "".join(chars) != text
+    assert folded_some > 500  # the texts do exercise the folding
+
+
+def test_one_scan_over_all_phrases_finds_a_match_wherever_a_category_does() -> None:
+    backend = make(block={"violence": ["smash the door", "burn it"], "hate": ["lo mein"]})
+    assert isinstance(backend, ListsBackend)
+    rng = random.Random(11)
+    phrases = [p for entries in default_lists()[0].values() for p in entries if not p.startswith("re:")]
+    phrases += ["smash the door", "burn it", "lo mein"]
+    words = ["the", "a", "kill", "you", "i", "am", "door", "burn", "it", "--", "!!", "k1ll", "yourself"]
+    hits = 0
+    for _ in range(1500):
+        parts = [rng.choice(words) for _ in range(rng.randint(0, 6))]
+        if rng.random() < 0.5:
+            phrase = rng.choice(phrases)
+            parts.insert(rng.randint(0, len(parts)), phrase.upper() if rng.random() < 0.3 else phrase)
+        text = normalize(rng.choice([" ", "-", ". "]).join(parts)).text
+        per_category = any(m.spans(text) for m in (*backend._block.values(), *backend._allow.values()))
+        assert per_category <= (backend._any_phrase is not None and bool(backend._any_phrase.search(text)))
+        hits += per_category
+    assert hits > 300
 
 
 def test_compiled_phrase_tolerates_stretching_and_punctuation_but_not_partial_words() -> None:

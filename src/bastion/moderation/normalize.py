@@ -194,10 +194,20 @@ def _fold_word(word: list[str]) -> None:
 
 _WORD = re.compile("(?:[^\\W_]|[" + re.escape("".join(_LEET_SYMBOLS)) + "])+")
 _FOLDABLE_ASCII = frozenset(_LEET_DIGITS) | frozenset(_LEET_SYMBOLS)
+_ASCII_WORD_CHARS = "a-zA-Z0-9" + re.escape("".join(c for c in _LEET_SYMBOLS if c.isascii()))
+_ASCII_FOLDABLE = re.escape("".join(sorted(c for c in _FOLDABLE_ASCII if c.isascii())))
+# In ASCII text, the words of `_WORD` that hold a foldable character (whole words: the lookbehind starts
+# the match at the word's first character, the greedy runs take it to its last).
+_ASCII_FOLDABLE_WORD = re.compile(
+    f"(?<![{_ASCII_WORD_CHARS}])[{_ASCII_WORD_CHARS}]*[{_ASCII_FOLDABLE}][{_ASCII_WORD_CHARS}]*"
+)
 
 
 def _fold_words(chars: list[str]) -> None:
-    for match in _WORD.finditer("".join(chars)):
+    joined = "".join(chars)
+    # ASCII text: only its words with a foldable character can change, found in one scan.
+    words = _ASCII_FOLDABLE_WORD.finditer(joined) if joined.isascii() else _WORD.finditer(joined)
+    for match in words:
         word = match.group()
         if word.isascii() and _FOLDABLE_ASCII.isdisjoint(word):
             continue  # nothing in a plain ASCII word folds
