@@ -440,11 +440,14 @@ class Encoder(WindowEncoder):
 
 
 def segment_pool(torch: Any, hidden: Any, pools: Any) -> Any:
-    """L2-normalised means of `hidden` [n, width, dim] under each row of `pools` [n, rows, width]."""
-    weights = pools.to(hidden.dtype)
-    sums = torch.einsum("nrw,nwd->nrd", weights, hidden)
-    means = sums / weights.sum(-1, keepdim=True).clamp(min=1e-9)
-    return torch.nn.functional.normalize(means, p=2, dim=-1)
+    """L2-normalised means of `hidden` [n, width, dim] under each row of `pools` [n, rows, width] (zero for
+    an all-zero row).
+
+    A mean and the sum it divides point the same way, so the sum is normalised directly; written with
+    plain operators, the exported graph has 4 nodes here instead of 9 (each one costs a few microseconds
+    in a short window's run)."""
+    sums = torch.einsum("nrw,nwd->nrd", pools.to(hidden.dtype), hidden)
+    return sums / torch.linalg.vector_norm(sums, dim=-1, keepdim=True).clamp(min=1e-12)
 
 
 def available_cpus() -> int:
