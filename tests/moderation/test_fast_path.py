@@ -263,6 +263,33 @@ def test_shard_bounds_cover_every_item_in_runs_of_similar_size(
     assert onnx_export.shard_bounds(sizes, shards) == expected
 
 
+def test_token_types_folded_into_the_positions_give_the_same_embeddings(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import onnx
+
+    from bastion.moderation.encoder import WindowTokenizer, batch_inputs, resolve_model_path
+
+    encoder = resolve_model_path(default_artifacts_dir() / "encoder")
+    config = onnx_export.export_encoder(encoder, tmp_path / "export.onnx")
+    folded = onnx_export.optimize_encoder(tmp_path / "export.onnx", tmp_path / "folded.onnx", config)
+    monkeypatch.setattr(onnx_export, "fold_token_types", lambda model: None)
+    plain = onnx_export.optimize_encoder(tmp_path / "export.onnx", tmp_path / "plain.onnx", config)
+    graphs = {name: onnx.load(str(path)) for name, path in (("folded", folded), ("plain", plain))}
+    (embed,) = [n for n in graphs["folded"].graph.node if n.op_type == "EmbedLayerNormalization"]
+    assert embed.input[1] == "" and embed.input[4] == ""  # no token types left
+    assert len(graphs["folded"].graph.node) <= len(graphs["plain"].graph.node) - 10
+    tokenizer = WindowTokenizer(encoder, 128, 32)
+    windows = tokenizer.windows(TEXTS[:5], sentences=True)
+    feed = onnx_export.feed_dict(*batch_inputs(windows.ids, windows.segments, tokenizer.pad_id))
+    outputs = {
+        name: onnx_export.open_session(path, 1).run(["embedding"], feed)[0]
+        for name, path in (("folded", folded), ("plain", plain))
+    }
+    assert np.abs(outputs["folded"] - outputs["plain"]).max() < 1e-5
+    assert np.abs(outputs["plain"]).max() > 0.01
+
+
 def test_one_window_is_padded_as_in_a_batch() -> None:
     alone_ids, alone_mask = pad_batch([[101, 7, 8, 102]], pad_id=0)
     batch_ids, batch_mask = pad_batch([[101, 7, 8, 102], [101, 102]], pad_id=0)
