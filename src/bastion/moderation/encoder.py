@@ -464,8 +464,8 @@ def segment_pool(torch: Any, hidden: Any, pools: Any) -> Any:
 
     A mean and the sum it divides point the same way, so the sum is normalised directly; written with
     plain operators, the exported graph has 4 nodes here instead of 9 (each one costs a few microseconds
-    in a short window's run)."""
-    sums = torch.einsum("nrw,nwd->nrd", pools.to(hidden.dtype), hidden)
+    in a short window's run), and a batched MatMul instead of an Einsum (24 against ~5 us)."""
+    sums = torch.matmul(pools.to(hidden.dtype), hidden)
     return sums / torch.linalg.vector_norm(sums, dim=-1, keepdim=True).clamp(min=1e-12)
 
 

@@ -65,7 +65,7 @@ from bastion.moderation.heads import HeadParams
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 4
+FORMAT_VERSION = 5
 OPSET = 17
 ONNX_HINT = "pip install onnxruntime (or 'bastion[ml]')"
 MODEL_FILE = "model.onnx"
