@@ -269,7 +269,7 @@ def sentence_spans(text: str) -> list[tuple[int, int]]:
 def _span(offsets: list[tuple[int, int]]) -> tuple[int, int]:
     """(first start, last end) over the real tokens of a window; special tokens have empty offsets."""
     real = [(s, e) for s, e in offsets if e > s]
-    return (min(s for s, _ in real), max(e for _, e in real)) if real else (0, 0)
+    return (min(real)[0], max(e for _, e in real)) if real else (0, 0)
 
 
 def pad_batch(ids: Sequence[Sequence[int]], pad_id: int) -> tuple[np.ndarray, np.ndarray]:
@@ -346,17 +346,20 @@ class WindowEncoder(ABC):
             return ChunkedEmbeddings(np.zeros((0, self.dim), np.float32), np.zeros(0, np.int64), [])
         windows = self.tokenizer.windows(clean, sentences=sentences)
         ids, segments = windows.ids, windows.segments
-        counts = windows.pooled_counts()
-        first_entry = np.concatenate([[0], np.cumsum(counts)[:-1]])
         offsets = [
             span for w, span in enumerate(windows.spans) for span in (span, *(s[2] for s in segments[w]))
         ]
-        text_index = np.repeat(windows.text_index, counts)
         if len(ids) == 1:  # one short text: no sorting, no scatter
             emb, scores = self._forward_one(*batch_inputs(ids, segments, self.tokenizer.pad_id))
             return ChunkedEmbeddings(
-                emb[0].astype(np.float32), text_index, offsets, None if scores is None else scores[0]
+                emb[0].astype(np.float32),
+                np.zeros(len(offsets), np.int64),
+                offsets,
+                None if scores is None else scores[0],
             )
+        counts = windows.pooled_counts()
+        first_entry = np.concatenate([[0], np.cumsum(counts)[:-1]])
+        text_index = np.repeat(windows.text_index, counts)
         lengths = np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids))
         order = np.argsort(lengths, kind="stable")
         batches = [order[start : start + self.batch_size] for start in range(0, len(order), self.batch_size)]
