@@ -75,6 +75,7 @@ def test_the_fast_path_equals_the_rust_tokenizer_on_real_and_random_text(
         "tab\tis fine but bell\x07 is not",  # a control character the normaliser would drop
         "fill in the [MASK] please",  # a special token's text, which the Rust tokenizer keeps whole
         "word " * 130,  # more than one window
+        "a " * 10000,  # far more than one window: not even looked at
     ],
 )
 def test_the_fast_path_steps_aside(tokenizer_json: dict[str, Any], text: str) -> None:

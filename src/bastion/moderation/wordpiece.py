@@ -27,6 +27,9 @@ from typing import Any
 _WORDS = re.compile(r"[a-z0-9]+|[^a-z0-9 \t\n\r]")
 _PLAIN = re.compile(r"[\t\n\r\x20-\x7e]*")
 CACHE_WORDS = 65536
+MAX_CHARS_PER_TOKEN = 100
+"""Texts of more characters than this per token of a window go straight to the Rust tokenizer: they
+hardly ever fit one window, and are not first tokenised here in vain."""
 
 
 class AsciiWordPiece:
@@ -87,7 +90,7 @@ class AsciiWordPiece:
     def encode(self, text: str, max_length: int) -> tuple[list[int], list[tuple[int, int]]] | None:
         """(ids, character offsets) with the special tokens, or None when this text is not for the fast
         path (see the module doc) or needs more than `max_length` tokens."""
-        if not text.isascii() or _PLAIN.fullmatch(text) is None:
+        if len(text) > max_length * MAX_CHARS_PER_TOKEN or not text.isascii() or not _PLAIN.fullmatch(text):
             return None
         if "[" in text and any(special in text for special in self.specials):
             return None
@@ -106,8 +109,8 @@ class AsciiWordPiece:
             for token, begin, end in pieces:
                 ids.append(token)
                 offsets.append((start + begin, start + end))
-        if len(ids) + 1 > max_length:
-            return None
+            if len(ids) >= max_length:  # no room for the closing token: more than one window
+                return None
         ids.append(self.last)
         offsets.append((0, 0))
         return ids, offsets
