@@ -128,3 +128,15 @@ def test_windows_are_the_same_with_and_without_the_fast_path() -> None:
         a, b = with_fast.windows(batch, sentences=True), without.windows(batch, sentences=True)
         assert a.ids == b.ids and a.spans == b.spans and a.segments == b.segments
         assert a.text_index.tolist() == b.text_index.tolist()
+
+
+def test_a_text_that_just_fits_one_window_is_taken_and_one_token_more_is_not(
+    tokenizer_json: dict[str, Any], rust: Any
+) -> None:
+    fast = AsciiWordPiece.from_tokenizer_json(tokenizer_json)
+    assert fast is not None
+    fits = "a " * (WINDOW - 2)  # with [CLS] and [SEP]: exactly one window
+    expected = rust.encode(fits)
+    assert not expected.overflowing and len(expected.ids) == WINDOW
+    assert fast.encode(fits, WINDOW) == (expected.ids, [tuple(o) for o in expected.offsets])
+    assert rust.encode(fits + "a").overflowing and fast.encode(fits + "a", WINDOW) is None
