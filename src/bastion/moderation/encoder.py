@@ -184,7 +184,8 @@ class WindowTokenizer:
                 f"encoder at {model_path} has no fast tokenizer (tokenizer.json); chunking needs one"
             )
         try:
-            self._tokenizer = Tokenizer.from_file(str(file))
+            source = file.read_text(encoding="utf-8")
+            self._tokenizer = Tokenizer.from_str(source)
         except Exception as exc:  # the Rust library raises its own exception type
             raise ConfigError(f"cannot read {file}: {exc}") from exc
         self._tokenizer.no_padding()
@@ -192,11 +193,7 @@ class WindowTokenizer:
         pads = [self._tokenizer.token_to_id(token) for token in ("[PAD]", "<pad>")]
         self.pad_id = next((int(p) for p in pads if p is not None), 0)
         self.max_length = max_length
-        self.fast: AsciiWordPiece | None = None
-        try:
-            self.fast = AsciiWordPiece.from_tokenizer_json(json.loads(file.read_text(encoding="utf-8")))
-        except (OSError, ValueError):
-            self.fast = None
+        self.fast: AsciiWordPiece | None = AsciiWordPiece.from_tokenizer_json(json.loads(source))
 
     def windows(self, texts: Sequence[str], sentences: bool = False) -> Windows:
         """Every window of every text (texts must be sanitised). With `sentences`, a window holding two or
@@ -467,7 +464,8 @@ def segment_pool(torch: Any, hidden: Any, pools: Any) -> Any:
 
     A mean and the sum it divides point the same way, so the sum is normalised directly; written with
     plain operators, the exported graph has 4 nodes here instead of 9 (each one costs a few microseconds
-    in a short window's run), and a batched MatMul instead of an Einsum (24 against ~5 us)."""
+    in a short window's run), and a batched MatMul instead of an Einsum (a short window 0.78 against
+    0.80 ms)."""
     sums = torch.matmul(pools.to(hidden.dtype), hidden)
     return sums / torch.linalg.vector_norm(sums, dim=-1, keepdim=True).clamp(min=1e-12)
 
