@@ -158,7 +158,7 @@ def test_a_missing_start_encoder_is_a_config_error(student: tuple[Path, dict], t
         )
 
 
-def _tiny_bert(intermediate: int = 12) -> tuple:
+def _tiny_bert(intermediate: int = 12, heads: int = 2) -> tuple:
     import torch
     import transformers
 
@@ -167,7 +167,7 @@ def _tiny_bert(intermediate: int = 12) -> tuple:
         vocab_size=50,
         hidden_size=16,
         num_hidden_layers=2,
-        num_attention_heads=2,
+        num_attention_heads=heads,
         intermediate_size=intermediate,
     )
     model = transformers.BertModel(config).eval()
@@ -234,15 +234,86 @@ def test_distilling_with_a_smaller_feed_forward_writes_a_pruned_encoder(
 
 
 def test_the_card_names_a_pruning_anywhere_in_the_distill_chain(tmp_path: Path) -> None:
-    from bastion.moderation.train import ffn_pruning
+    from bastion.moderation.train import pruning_words
 
     (tmp_path / "config.json").write_text(json.dumps({"intermediate_size": 768}))
     pruned_then_tuned = {"seed": 4, "started_from": {"seed": 3, "ffn_pruned_from": 1536}}
-    assert ffn_pruning(pruned_then_tuned, tmp_path) == (
+    assert pruning_words(pruned_then_tuned, tmp_path) == (
         ", its feed-forward layers pruned from 1536 to 768 neurons"
     )
-    assert ffn_pruning({"seed": 1, "started_from": {"seed": 0}}, tmp_path) == ""
-    assert ffn_pruning(None, tmp_path) == ""
+    assert pruning_words({"seed": 1, "started_from": {"seed": 0}}, tmp_path) == ""
+    assert pruning_words(None, tmp_path) == ""
+    (tmp_path / "config.json").write_text(json.dumps({"intermediate_size": 768, "attention_heads_kept": 6}))
+    both = {"seed": 6, "attention_heads_pruned_from": 12, "started_from": pruned_then_tuned}
+    assert pruning_words(both, tmp_path) == (
+        ", its attention cut from 12 to 6 heads per block,"
+        " its feed-forward layers pruned from 1536 to 768 neurons"
+    )
+
+
+def test_head_pruning_drops_the_heads_that_add_nothing_and_keeps_the_output() -> None:
+    import torch
+
+    from bastion.moderation.distill import head_importance, prune_heads
+
+    model, ids, mask = _tiny_bert(heads=4)  # head size 4
+    with torch.no_grad():
+        model.encoder.layer[0].attention.output.dense.weight[:, 4:8] = 0.0  # head 1 of block 0
+        model.encoder.layer[1].attention.output.dense.weight[:, 12:16] = 0.0  # head 3 of block 1
+        before = model(input_ids=ids, attention_mask=mask).last_hidden_state
+    importance = head_importance(model, [(ids, mask)])
+    assert [float(importance[0][1]), float(importance[1][3])] == [0.0, 0.0]
+    assert all(float(importance[0][h]) > 0.0 for h in (0, 2, 3))
+    for bad in (0, 5):
+        with pytest.raises(ConfigError, match="attention heads"):
+            prune_heads(model, bad, importance)
+    pruned = prune_heads(model, 3, importance)
+    assert pruned.config.attention_heads_kept == 3
+    assert tuple(pruned.encoder.layer[0].attention.self.query.weight.shape) == (12, 16)
+    assert tuple(pruned.encoder.layer[1].attention.output.dense.weight.shape) == (16, 12)
+    with torch.no_grad():
+        after = pruned(input_ids=ids, attention_mask=mask).last_hidden_state
+    assert torch.allclose(before, after, atol=1e-5)
+    # A live head is missed.
+    cut = prune_heads(pruned, 2, head_importance(pruned, [(ids, mask)]))
+    with torch.no_grad():
+        after = cut(input_ids=ids, attention_mask=mask).last_hidden_state
+    assert not torch.allclose(before, after, atol=1e-3)
+
+
+def test_an_encoder_with_fewer_heads_is_saved_reloaded_and_served_by_both_runtimes(
+    student: tuple[Path, dict], tmp_path: Path
+) -> None:
+    from bastion.moderation.encoder import load_transformer
+
+    folder, _ = student
+    spec = DistillSpec(
+        epochs=1, batch_size=16, learning_rate=5e-4, max_texts=32, start_from=str(folder), attention_heads=4
+    )
+    out = tmp_path / "fewer_heads"
+    record = distill_encoder(load_settings(), out, spec=spec, sources=["seed"])
+    config = json.loads((out / "config.json").read_text())
+    assert config["attention_heads_kept"] == 4 and record["attention_heads_pruned_from"] == 12
+    model = load_transformer(out)
+    assert tuple(model.encoder.layer[1].attention.self.value.weight.shape) == (128, 384)
+    assert not model.training
+
+    texts = ["I will hurt you tomorrow.", "The museum opens at nine. Thanks for the recipe!"]
+    scores = {}
+    for runtime in ("torch", "onnx"):
+        backend = create_backend(
+            BackendSpec(
+                plugin="embedded",
+                options={"encoder_path": str(out), "runtime": runtime, "quantize": False, "cache_size": 0},
+            ),
+            load_settings(home=tmp_path / "home"),
+        )
+        try:
+            scores[runtime] = np.array([list(r.scores.values()) for r in backend.score(texts)])
+        finally:
+            backend.close()
+    # The fused graph (attention with 4 heads of 32) computes what torch computes.
+    assert np.abs(scores["torch"] - scores["onnx"]).max() < 1e-4
 
 
 def test_the_card_names_teacher_layers_only_for_a_run_from_the_teacher() -> None:

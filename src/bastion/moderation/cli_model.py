@@ -200,6 +200,13 @@ def distill(
             help="Cut every block's feed-forward layer to this many neurons (the most important) first.",
         ),
     ] = None,
+    attention_heads: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Cut every block's attention to this many heads (the most important) first.",
+        ),
+    ] = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print the run's record as JSON.")] = False,
     with_source: WithSource = None,
 ) -> None:
@@ -225,6 +232,7 @@ def distill(
             start_from=str(start_from) if start_from else None,
             heads_from=str(heads_from) if heads_from else None,
             ffn_size=ffn_size,
+            attention_heads=attention_heads,
         )
         with progress_bar(disabled=json_output) as progress:
             record = distill_encoder(

@@ -28,7 +28,7 @@ from bastion.core.errors import ConfigError
 from bastion.core.settings import Settings
 from bastion.core.taxonomy import CATEGORY_KEYS
 from bastion.moderation.datasets import LabeledText, load_all
-from bastion.moderation.encoder import pad_batch
+from bastion.moderation.encoder import HEADS_KEPT, load_transformer, pad_batch, shrink_attention
 from bastion.moderation.heads import HeadParams
 from bastion.moderation.train import (
     EmbeddingCache,
@@ -69,6 +69,9 @@ class DistillSpec:
     heads_from: str | None = None
     ffn_size: int | None = None
     ffn_importance_texts: int = 2000
+    attention_heads: int | None = None
+    """Cut every attention block to its this many most important heads first (importance measured on
+    `ffn_importance_texts` texts, as for `ffn_size`)."""
 
 
 TEACHER_LAYERS = (0, 2, 4)
@@ -155,6 +158,75 @@ def prune_ffn(model: Any, size: int, importance: Sequence[Any]) -> Any:
     return model
 
 
+def head_importance(model: Any, batches: Sequence[tuple[Any, Any]]) -> list[Any]:
+    """Per transformer block, each attention head's importance: the mean norm, over the real tokens of
+    `batches`, of what the head adds to the block's output (its context vector through its slice of the
+    output projection)."""
+    import torch
+
+    blocks = model.encoder.layer
+    heads = int(model.config.num_attention_heads)
+    head_size = int(model.config.hidden_size) // heads
+    totals = [torch.zeros(block.attention.self.query.out_features // head_size) for block in blocks]
+    current: dict[str, Any] = {}
+
+    def hook(index: int) -> Callable[..., None]:
+        weight = blocks[index].attention.output.dense.weight.detach()  # [hidden, heads * head_size]
+
+        def record(_module: Any, _inputs: Any, output: Any) -> None:
+            context = output[0] if isinstance(output, tuple) else output  # [batch, tokens, heads * size]
+            mask = current["mask"]
+            for h in range(totals[index].numel()):
+                part = slice(h * head_size, (h + 1) * head_size)
+                added = (context[..., part] @ weight[:, part].T).norm(dim=-1)
+                totals[index][h] += (added * mask).sum()
+
+        return record
+
+    handles = [block.attention.self.register_forward_hook(hook(i)) for i, block in enumerate(blocks)]
+    was_training = model.training
+    model.eval()
+    tokens = 0
+    try:
+        with torch.no_grad():
+            for ids, mask in batches:
+                current["mask"] = mask.to(torch.float32)
+                tokens += int(mask.sum())
+                model(input_ids=ids, attention_mask=mask)
+    finally:
+        for handle in handles:
+            handle.remove()
+        model.train(was_training)
+    return [total / max(tokens, 1) for total in totals]
+
+
+def prune_heads(model: Any, heads: int, importance: Sequence[Any]) -> Any:
+    """`model` with every attention block cut to its `heads` most important heads (in their original
+    order): the query, key and value projections and the output projection's inputs shrink with them."""
+    import torch
+
+    config = model.config
+    head_size = int(config.hidden_size) // int(config.num_attention_heads)
+    current = int(model.encoder.layer[0].attention.self.query.out_features) // head_size
+    if not 1 <= heads <= current:
+        raise ConfigError(f"the number of attention heads must be in 1..{current}, got {heads}")
+    names = ("query", "key", "value")
+    blocks = model.encoder.layer
+    old = [({n: getattr(b.attention.self, n) for n in names}, b.attention.output.dense) for b in blocks]
+    shrink_attention(model, heads)
+    for (projections, out_old), block, scores in zip(old, model.encoder.layer, importance, strict=True):
+        keep = torch.sort(torch.topk(scores, heads).indices).values
+        rows = torch.cat([torch.arange(h * head_size, (h + 1) * head_size) for h in keep.tolist()])
+        with torch.no_grad():
+            for name in names:
+                source, target = projections[name], getattr(block.attention.self, name)
+                target.weight.copy_(source.weight[rows])
+                target.bias.copy_(source.bias[rows])
+            block.attention.output.dense.weight.copy_(out_old.weight[:, rows])
+            block.attention.output.dense.bias.copy_(out_old.bias)
+    return model
+
+
 def _padded(encoded: Sequence[Sequence[int]], pad_id: int) -> tuple[Any, Any]:
     """`encoder.pad_batch` as torch tensors."""
     import torch
@@ -164,10 +236,8 @@ def _padded(encoded: Sequence[Sequence[int]], pad_id: int) -> tuple[Any, Any]:
 
 
 def _load_student(path: Path) -> Any:
-    import transformers
-
     try:
-        return transformers.AutoModel.from_pretrained(str(path), local_files_only=True).float()
+        return load_transformer(path).float()
     except (OSError, ValueError) as exc:
         raise ConfigError(f"cannot load the encoder to start from at {path}: {exc}") from exc
 
@@ -253,16 +323,20 @@ def distill_encoder(
         layers = spec.layers or TEACHER_LAYERS
         spec = replace(spec, layers=layers)
         student = student_from(teacher_dir, layers)
-    pruned_from = None
-    if spec.ffn_size is not None:
-        pruned_from = int(student.config.intermediate_size)
+    pruned_from = heads_from = None
+    if spec.ffn_size is not None or spec.attention_heads is not None:
         sample = sorted(range(min(len(encoded), spec.ffn_importance_texts)), key=lambda i: len(encoded[i]))
         batches = [
             _padded([encoded[i] for i in sample[k : k + spec.batch_size]], pad_id)
             for k in range(0, len(sample), spec.batch_size)
         ]
         step("prune", 0, 1)
-        student = prune_ffn(student, spec.ffn_size, ffn_importance(student, batches))
+        if spec.attention_heads is not None:
+            heads_from = int(getattr(student.config, HEADS_KEPT, None) or student.config.num_attention_heads)
+            student = prune_heads(student, spec.attention_heads, head_importance(student, batches))
+        if spec.ffn_size is not None:
+            pruned_from = int(student.config.intermediate_size)
+            student = prune_ffn(student, spec.ffn_size, ffn_importance(student, batches))
         step("prune", 1, 1)
     student.train()
     params = list(student.parameters())
@@ -333,6 +407,7 @@ def distill_encoder(
         "texts": len(texts),
         "num_layers": int(student.config.num_hidden_layers),
         **({"ffn_pruned_from": pruned_from} if pruned_from is not None else {}),
+        **({"attention_heads_pruned_from": heads_from} if heads_from is not None else {}),
         "test_sources_excluded": list(train_spec.test_sources),
         "loss_per_epoch": [round(v, 5) for v in losses],
         "training_seconds": round(time.monotonic() - started, 1),

@@ -411,6 +411,51 @@ def _import_ml() -> tuple[Any, Any]:
     return torch, transformers
 
 
+HEADS_KEPT = "attention_heads_kept"
+"""config.json key of an encoder whose attention blocks were cut to this many heads (`distill --heads`):
+`num_attention_heads` still gives the head size, the query, key, value and output weights hold fewer."""
+
+
+def shrink_attention(model: Any, heads: int) -> None:
+    """Give every attention block of a BERT-like `model` room for `heads` heads (new, untrained weights);
+    the forward pass reads the number of heads from the weights' shape."""
+    import torch
+
+    config = model.config
+    head_size = int(config.hidden_size) // int(config.num_attention_heads)
+    width = heads * head_size
+    for block in model.encoder.layer:
+        attention = block.attention
+        for name in ("query", "key", "value"):
+            setattr(attention.self, name, torch.nn.Linear(int(config.hidden_size), width))
+        attention.output.dense = torch.nn.Linear(width, int(config.hidden_size))
+    setattr(config, HEADS_KEPT, heads)
+
+
+def load_transformer(path: Path, **kwargs: Any) -> Any:
+    """`AutoModel.from_pretrained(path)` (local files only), also for encoders with pruned attention heads
+    (`HEADS_KEPT` in config.json), whose weights transformers cannot place by itself."""
+    _, transformers = _import_ml()
+    config = transformers.AutoConfig.from_pretrained(str(path), local_files_only=True)
+    heads = getattr(config, HEADS_KEPT, None)
+    if not heads:
+        return transformers.AutoModel.from_pretrained(str(path), local_files_only=True, **kwargs)
+    from safetensors.torch import load_file
+
+    weights = Path(path) / "model.safetensors"
+    if not weights.is_file():
+        raise ConfigError(f"{path} has pruned attention heads but no model.safetensors")
+    model = transformers.AutoModel.from_config(config, **kwargs)
+    shrink_attention(model, int(heads))
+    state = {k: v.float() for k, v in load_file(str(weights)).items()}
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if unexpected or any(not k.startswith("pooler.") for k in missing):
+        raise ConfigError(
+            f"the weights at {weights} do not fit their config: missing {missing}, unexpected {unexpected}"
+        )
+    return model.eval()  # as from_pretrained leaves it
+
+
 class Encoder(WindowEncoder):
     """A sentence-transformer-style encoder run with torch (fp32), with chunking for long texts."""
 
@@ -434,7 +479,7 @@ class Encoder(WindowEncoder):
         bar_was_on = hf_logging.is_progress_bar_enabled()
         hf_logging.disable_progress_bar()
         try:
-            self.model = transformers.AutoModel.from_pretrained(str(path), local_files_only=True)
+            self.model = load_transformer(path)
         except (OSError, ValueError) as exc:
             raise ConfigError(f"cannot load encoder from {path}: {exc}") from exc
         finally:

@@ -50,11 +50,13 @@ import numpy as np
 
 from bastion.core.errors import ConfigError, DependencyMissing
 from bastion.moderation.encoder import (
+    HEADS_KEPT,
     ML_EXTRA_HINT,
     ChunkedEmbeddings,
     WindowEncoder,
     WindowTokenizer,
     batch_inputs,
+    load_transformer,
     model_fingerprint,
     resolve_model_path,
     sanitize,
@@ -317,11 +319,9 @@ def build_graph(
 
 def export_encoder(encoder_path: Path, out: Path) -> Any:
     """Export encoder, mean pooling and L2 norm as (input_ids, attention_mask) -> embedding; its config."""
-    _, torch, transformers = _import_build_deps()
+    _, torch, _ = _import_build_deps()
     try:
-        model = transformers.AutoModel.from_pretrained(
-            str(encoder_path), local_files_only=True, attn_implementation="eager"
-        )
+        model = load_transformer(encoder_path, attn_implementation="eager")
     except (OSError, ValueError) as exc:
         raise ConfigError(f"cannot load encoder from {encoder_path}: {exc}") from exc
     model = model.float().eval()
@@ -378,14 +378,27 @@ def optimize_encoder(src: Path, out: Path, config: Any) -> Path:
         fusions = FusionOptions("bert")
         fusions.enable_skip_layer_norm = False
         fusions.enable_bias_skip_layer_norm = False
-        optimized = optimize_model(
-            str(src),
-            model_type="bert",
-            num_heads=int(config.num_attention_heads),
-            hidden_size=int(config.hidden_size),
-            opt_level=1,
-            optimization_options=fusions,
-        )
+        heads = int(config.num_attention_heads)
+        head_size = int(config.hidden_size) // heads
+        kept = getattr(config, HEADS_KEPT, None)
+        heads = int(kept or heads)
+        # With pruned heads the attention is narrower than the model: the fusion needs the attention's
+        # width and warns (harmlessly) that it differs from the input's.
+        fusion_log = logging.getLogger("onnxruntime.transformers.fusion_attention")
+        level = fusion_log.level
+        if kept:
+            fusion_log.setLevel(logging.ERROR)
+        try:
+            optimized = optimize_model(
+                str(src),
+                model_type="bert",
+                num_heads=heads,
+                hidden_size=heads * head_size,
+                opt_level=1,
+                optimization_options=fusions,
+            )
+        finally:
+            fusion_log.setLevel(level)
         fold_token_types(optimized.model)
         optimized.save_model_to_file(str(out))
     except Exception as exc:  # the optimizer is best effort: ORT still fuses at load time

@@ -39,6 +39,7 @@ import numpy as np
 from bastion.core.settings import Settings
 from bastion.core.taxonomy import BY_KEY, CATEGORY_KEYS
 from bastion.moderation.datasets import LabeledText, load_all, load_xstest
+from bastion.moderation.encoder import HEADS_KEPT
 from bastion.moderation.evaluate import average_precision, binary_metrics, evaluate
 from bastion.moderation.heads import HeadParams
 from bastion.moderation.ngrams import FILE_NAME as NGRAMS_FILE
@@ -645,19 +646,25 @@ def _distill_record(encoder_path: Path) -> dict[str, Any] | None:
     return record
 
 
-def ffn_pruning(record: dict[str, Any] | None, encoder_path: Path) -> str:
-    """The model card's words for a pruned encoder (", its feed-forward layers pruned from A to B neurons")
-    when a run in the encoder's distill record chain pruned them (see `distill --ffn-size`), else ""."""
+def pruning_words(record: dict[str, Any] | None, encoder_path: Path) -> str:
+    """The model card's words for a pruned encoder (", its attention cut from A to B heads per block",
+    ", its feed-forward layers pruned from A to B neurons") for what a run in the encoder's distill record
+    chain pruned (see `distill --attention-heads` and `--ffn-size`), else ""."""
+    try:
+        config = json.loads((Path(encoder_path) / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return ""
+    heads = ffn = None
     while record is not None:
-        if "ffn_pruned_from" in record:
-            try:
-                config = json.loads((Path(encoder_path) / "config.json").read_text(encoding="utf-8"))
-                size = int(config["intermediate_size"])
-            except (OSError, ValueError, KeyError):
-                return ""
-            return f", its feed-forward layers pruned from {record['ffn_pruned_from']} to {size} neurons"
+        heads = heads or record.get("attention_heads_pruned_from")
+        ffn = ffn or record.get("ffn_pruned_from")
         record = record.get("started_from")
-    return ""
+    words = ""
+    if heads and config.get(HEADS_KEPT):
+        words += f", its attention cut from {heads} to {config[HEADS_KEPT]} heads per block"
+    if ffn and config.get("intermediate_size"):
+        words += f", its feed-forward layers pruned from {ffn} to {config['intermediate_size']} neurons"
+    return words
 
 
 def train_heads(
@@ -856,7 +863,7 @@ def train_heads(
     encoder_name = (
         f"a {_layer_count(encoder.model_path)}-layer MiniLM distilled from all-MiniLM-L6-v2"
         + (" and fine-tuned on the categories" if distilled["spec"].get("task_weight") else "")
-        + ffn_pruning(distilled, encoder.model_path)
+        + pruning_words(distilled, encoder.model_path)
         if distilled
         else "frozen all-MiniLM-L6-v2"
     )
