@@ -197,7 +197,7 @@ def test_other_local_encoder_folder_is_accepted(tmp_path: Path) -> None:
     assert Encoder(default_model_path(), max_length=128).max_length == 128
 
 
-def test_a_harmful_sentence_after_a_benign_one_is_scored_on_its_own(backend: EmbeddedBackend) -> None:
+def test_a_harmful_sentence_after_benign_ones_is_scored_on_its_own(backend: EmbeddedBackend) -> None:
     benign = (
         "Thanks for helping with the move last weekend, the new flat looks great. The kitchen is bright and "
         "the kids love their rooms. We still need to buy curtains and a rug for the hall."
@@ -207,17 +207,77 @@ def test_a_harmful_sentence_after_a_benign_one_is_scored_on_its_own(backend: Emb
     (alone,) = backend.score([harmful])
     (mixed,) = backend.score([text])
     self_harm = CATEGORY_KEYS.index("self-harm")
-    # Pooled over the whole window, the benign sentences dilute the harmful one; its own segment does not.
+    # Pooled over the whole window, the benign sentences dilute the harmful one.
     chunks = backend.encoder.encode_chunks([text], sentences=False)
     whole = chunks.scores if chunks.scores is not None else backend.heads.params.predict(chunks.embeddings)
     assert mixed.scores["self-harm"] >= float(whole[0, self_harm]) + 0.3
-    # Its segment's tokens also saw the context, so it keeps most of its own score, not all of it.
-    assert mixed.scores["self-harm"] >= 0.5 * alone.scores["self-harm"]
+    # Its own segment's tokens also saw the context, so in context it keeps only part of its score...
     rows = backend.encoder.encode_chunks([text], sentences=True)
     scores = rows.scores if rows.scores is not None else backend.heads.params.predict(rows.embeddings)
-    best, which = rows.pool_max(scores.astype(np.float64), 1)
-    assert best[0, self_harm] == pytest.approx(mixed.scores["self-harm"], abs=1e-6)
+    in_context, which = rows.pool_max(scores.astype(np.float64), 1)
     assert rows.offsets[int(which[0, self_harm])] == (len(benign) + 1, len(text))
+    assert float(in_context[0, self_harm]) < alone.scores["self-harm"] - 0.1
+    assert mixed.scores["self-harm"] == pytest.approx(float(in_context[0, self_harm]), abs=1e-6)
+    # With `isolate_sentences`, the text's four sentences make the suspect one be scored again on its own.
+    assert rows.long_sentences is not None and rows.long_sentences.tolist() == [False, True, True, True, True]
+    isolating = create_backend(
+        BackendSpec(plugin="embedded", options={"isolate_sentences": True}), load_settings()
+    )
+    try:
+        (isolated,) = isolating.score([text])
+    finally:
+        isolating.close()
+    assert isolated.scores["self-harm"] == pytest.approx(alone.scores["self-harm"], abs=1e-4)
+    assert "self-harm" in flagged(backend, isolated.scores)
+    assert isolated.spans["self-harm"] == [(len(benign) + 1, len(text))]
+
+
+def test_only_long_texts_are_marked_for_isolating(backend: EmbeddedBackend) -> None:
+    for text in ["Hello there.", "I will hurt you. You know why. Watch out."]:
+        assert backend.encoder.encode_chunks([text]).long_sentences is None
+    batch = backend.encoder.encode_chunks(["One thing. Two things.", "A. B. C. D.", "Fine."])
+    assert batch.long_sentences is not None
+    assert batch.long_sentences[batch.text_index == 1].tolist() == [False, True, True, True, True]
+    assert not batch.long_sentences[batch.text_index != 1].any()
+
+
+def test_isolated_sentences_join_their_text_with_their_offsets_in_the_text() -> None:
+    from bastion.moderation.encoder import ChunkedEmbeddings, isolate_long_sentences
+
+    texts = ["Nice day. Bad words here. Calm end.", "Other text."]
+    # Text 0: its window and three sentences (the second suspect, the third not); text 1: one window.
+    offsets = [(0, 35), (0, 9), (10, 25), (26, 35), (0, 11)]
+    chunks = ChunkedEmbeddings(
+        np.zeros((5, 2), np.float32),
+        np.array([0, 0, 0, 0, 1]),
+        offsets,
+        None,
+        np.array([False, True, True, True, False]),
+    )
+    probs = np.array([[0.05, 0.0], [0.01, 0.0], [0.3, 0.0], [0.09, 0.02], [0.5, 0.5]], np.float32)
+    seen: list[list[str]] = []
+
+    class Alone:
+        def encode_chunks(self, pieces: list[str], sentences: bool = True) -> ChunkedEmbeddings:
+            assert sentences is False
+            seen.append(pieces)
+            n = len(pieces)
+            return ChunkedEmbeddings(np.ones((n, 2), np.float32), np.arange(n), [(0, len(p)) for p in pieces])
+
+    def predict(found: ChunkedEmbeddings) -> np.ndarray:
+        return np.where(found.embeddings[:, :1] > 0, 0.9, 0.0) * np.array([[1.0, 0.0]], np.float32)
+
+    merged, merged_probs = isolate_long_sentences(Alone(), texts, chunks, probs, predict)  # type: ignore[arg-type]
+    assert seen == [["Bad words here."]]
+    assert merged.text_index.tolist() == [0, 0, 0, 0, 0, 1]
+    assert merged.offsets[4] == (10, 25) and texts[0][10:25] == "Bad words here."
+    best, which = merged.pool_max(merged_probs.astype(np.float64), 2)
+    assert best[0].tolist() == pytest.approx([0.9, 0.02]) and merged.offsets[int(which[0, 0])] == (10, 25)
+    assert best[1].tolist() == pytest.approx([0.5, 0.5])
+    # Nothing flagged as a sentence of a long text: nothing is encoded again.
+    plain = ChunkedEmbeddings(chunks.embeddings, chunks.text_index, offsets)
+    assert isolate_long_sentences(Alone(), texts, plain, probs, predict)[0] is plain
+    assert len(seen) == 1
 
 
 def test_sentence_segments_are_token_ranges_of_each_sentence_in_a_window() -> None:

@@ -21,7 +21,7 @@ import json
 import os
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache, partial
 from pathlib import Path
@@ -106,6 +106,8 @@ class ChunkedEmbeddings:
     text_index: np.ndarray
     offsets: list[tuple[int, int]]
     scores: np.ndarray | None = None
+    long_sentences: np.ndarray | None = None
+    """Per entry: whether it is a sentence of a text longer than one window (None: no such entry)."""
 
     def pool_max(self, values: np.ndarray, n_texts: int) -> tuple[np.ndarray, np.ndarray]:
         """Max of per-window `values` [n_chunks, k] per text, and the (first) window index that gave it."""
@@ -131,11 +133,15 @@ class ChunkedEmbeddings:
     def concatenate(cls, parts: Sequence[ChunkedEmbeddings], first_texts: Sequence[int]) -> ChunkedEmbeddings:
         """One batch from batches of consecutive runs of texts; `first_texts[k]` is part k's first text."""
         scores = [p.scores for p in parts]
+        flags = [
+            np.zeros(len(p.offsets), bool) if p.long_sentences is None else p.long_sentences for p in parts
+        ]
         return cls(
             np.concatenate([p.embeddings for p in parts]),
             np.concatenate([p.text_index + first for p, first in zip(parts, first_texts, strict=True)]),
             [span for p in parts for span in p.offsets],
             None if any(s is None for s in scores) else np.concatenate(scores),  # type: ignore[arg-type]
+            None if all(p.long_sentences is None for p in parts) else np.concatenate(flags),
         )
 
     def mean_per_text(self, n_texts: int) -> np.ndarray:
@@ -145,6 +151,57 @@ class ChunkedEmbeddings:
         np.add.at(sums, self.text_index, self.embeddings)
         norms = np.linalg.norm(sums, axis=1, keepdims=True)
         return (sums / np.maximum(norms, 1e-12)).astype(np.float32)
+
+
+ISOLATE_CUT = 0.1
+"""A sentence of a long text that scores at least this in some category is scored again on its own."""
+ISOLATE_MIN_SENTENCES = 4
+"""A text is long (for `isolate_long_sentences`) with more than one window, or this many sentences in one."""
+
+
+def isolate_long_sentences(
+    encoder: WindowEncoder,
+    texts: Sequence[str],
+    chunks: ChunkedEmbeddings,
+    probs: np.ndarray,
+    predict: Callable[[ChunkedEmbeddings], np.ndarray],
+    cut: float = ISOLATE_CUT,
+) -> tuple[ChunkedEmbeddings, np.ndarray]:
+    """`chunks` and their per-entry `probs` [n, 13], plus entries for the sentences of long texts (more
+    than one window, or `ISOLATE_MIN_SENTENCES` sentences in one) that reached `cut` in some category,
+    each encoded again as a text of its own.
+
+    In a long text, a sentence is pooled from token states that also saw up to a window of text around
+    it, which can bury one harmful sentence among many benign ones; scored alone, it is judged as if it
+    had been sent alone. Only suspect sentences are encoded again, so long benign texts cost little
+    more and short ones (a typical chat turn) nothing. `predict` gives an entry's probabilities."""
+    flags = chunks.long_sentences
+    if flags is None:
+        return chunks, probs
+    rows = np.flatnonzero(flags & (probs.max(axis=1) >= cut))
+    if not len(rows):
+        return chunks, probs
+    pieces = [texts[int(chunks.text_index[r])][chunks.offsets[r][0] : chunks.offsets[r][1]] for r in rows]
+    alone = encoder.encode_chunks(pieces, sentences=False)
+    owner = rows[np.asarray(alone.text_index, dtype=np.int64)]
+    index = np.concatenate([chunks.text_index, chunks.text_index[owner]])
+    order = np.argsort(index, kind="stable")  # each text's entries stay together, the new ones last
+    offsets = chunks.offsets + [
+        (chunks.offsets[o][0] + start, chunks.offsets[o][0] + end)
+        for o, (start, end) in zip(owner.tolist(), alone.offsets, strict=True)
+    ]
+    scores = (
+        None
+        if chunks.scores is None or alone.scores is None
+        else np.concatenate([chunks.scores, alone.scores])
+    )
+    merged = ChunkedEmbeddings(
+        np.concatenate([chunks.embeddings, alone.embeddings])[order],
+        index[order],
+        [offsets[i] for i in order],
+        None if scores is None else scores[order],
+    )
+    return merged, np.concatenate([probs, predict(alone).astype(probs.dtype)])[order]
 
 
 @dataclass
@@ -348,15 +405,21 @@ class WindowEncoder(ABC):
         ]
         if len(ids) == 1:  # one short text: no sorting, no scatter
             emb, scores = self._forward_one(*batch_inputs(ids, segments, self.tokenizer.pad_id))
+            many = len(segments[0]) >= ISOLATE_MIN_SENTENCES
             return ChunkedEmbeddings(
                 emb[0].astype(np.float32),
                 np.zeros(len(offsets), np.int64),
                 offsets,
                 None if scores is None else scores[0],
+                np.arange(len(offsets)) > 0 if many else None,
             )
         counts = windows.pooled_counts()
         first_entry = np.concatenate([[0], np.cumsum(counts)[:-1]])
         text_index = np.repeat(windows.text_index, counts)
+        long_window = np.bincount(windows.text_index, minlength=len(clean))[windows.text_index] > 1
+        long_window |= counts > ISOLATE_MIN_SENTENCES  # the window and its sentences
+        long_sentences = np.repeat(long_window, counts)
+        long_sentences[first_entry] = False
         lengths = np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids))
         order = np.argsort(lengths, kind="stable")
         batches = [order[start : start + self.batch_size] for start in range(0, len(order), self.batch_size)]
@@ -373,7 +436,9 @@ class WindowEncoder(ABC):
                 if probs is None:
                     probs = np.zeros((total, scores.shape[-1]), dtype=np.float32)
                 probs[dest] = scores[valid]
-        return ChunkedEmbeddings(out, text_index, offsets, probs)
+        return ChunkedEmbeddings(
+            out, text_index, offsets, probs, long_sentences if long_sentences.any() else None
+        )
 
     def _inputs(
         self, batch: np.ndarray, ids: list[list[int]], segments: list[list[tuple[int, int, Any]]]

@@ -384,7 +384,7 @@ def optimize_encoder(src: Path, out: Path, config: Any) -> Path:
         heads = int(kept or heads)
         # With pruned heads the attention is narrower than the model: the fusion needs the attention's
         # width and warns (harmlessly) that it differs from the input's.
-        fusion_log = logging.getLogger("onnxruntime.transformers.fusion_attention")
+        fusion_log = logging.getLogger("fusion_attention")  # ORT imports its transformer modules top-level
         level = fusion_log.level
         if kept:
             fusion_log.setLevel(logging.ERROR)

@@ -38,7 +38,7 @@ from bastion.moderation.heads import HeadParams
 from bastion.moderation.ngrams import NgramModel
 
 if TYPE_CHECKING:
-    from bastion.moderation.encoder import WindowEncoder
+    from bastion.moderation.encoder import ChunkedEmbeddings, WindowEncoder
     from bastion.moderation.onnx_export import GraphInfo
 
 log = logging.getLogger(__name__)
@@ -93,6 +93,13 @@ class EmbeddedOptions(BaseModel):
         True,
         description="onnx only: the one-text session's threads spin briefly between operators instead of "
         "sleeping (faster short calls, a little CPU burnt after each).",
+    )
+    isolate_sentences: bool = Field(
+        False,
+        description="In texts of several windows or of 4+ sentences in one, also score each sentence that "
+        "reaches 0.1 in some category on its own: harmful sentences are not buried by their context, but "
+        "benign ones lose the context that cleared them (more everyday text flagged), and long texts with "
+        "many suspect sentences cost up to twice as much. The heads' thresholds were chosen without it.",
     )
 
 
@@ -202,6 +209,7 @@ class EmbeddedBackend(ModerationBackend):
             name: {k: float(values.get(k, defaults[k])) for k in CATEGORY_KEYS}
             for name, values in self.heads.card.get("threshold_sets", {}).items()
         }
+        self.isolate_sentences = options.isolate_sentences
         self._cache = ScoreCache(options.cache_size)
         self._lock = threading.Lock()
 
@@ -287,11 +295,19 @@ class EmbeddedBackend(ModerationBackend):
         return results
 
     def _compute(self, texts: Sequence[str]) -> list[tuple[np.ndarray, dict[str, list[tuple[int, int]]]]]:
+        from bastion.moderation.encoder import isolate_long_sentences
+
+        def predict(chunks: ChunkedEmbeddings) -> np.ndarray:
+            scores = chunks.scores
+            return scores if scores is not None else self.heads.params.predict(chunks.embeddings)
+
         try:
             chunks = self.encoder.encode_chunks(list(texts))
+            probs = predict(chunks)
+            if self.isolate_sentences:
+                chunks, probs = isolate_long_sentences(self.encoder, texts, chunks, probs, predict)
         except Exception as exc:  # the runtimes raise many types; one boundary translates them
             raise BackendError(f"embedded encoder failed: {exc}") from exc
-        probs = chunks.scores if chunks.scores is not None else self.heads.params.predict(chunks.embeddings)
         best, which = chunks.pool_max(probs.astype(np.float64), len(texts))
         if self.heads.ngrams is not None:
             best = self.heads.ngrams.blend(best, texts)
