@@ -58,6 +58,7 @@ fmt: $(STAMPS)/dev
 bench: $(STAMPS)/dev
 	$(PY) benchmarks/moderation_throughput.py
 	$(PY) benchmarks/moderation_quality.py
+	$(PY) benchmarks/context_probe.py
 	$(PY) benchmarks/gateway_overhead.py
 	$(PY) benchmarks/redteam_throughput.py
 
