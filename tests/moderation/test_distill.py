@@ -325,3 +325,30 @@ def test_the_card_names_teacher_layers_only_for_a_run_from_the_teacher() -> None
     assert words({"layers": [0, 2, 4]}).startswith("layers [0, 2, 4] of all-MiniLM-L6-v2")
     assert words({"layers": None, "start_from": "/students/a"}).startswith("a student of all-MiniLM-L6-v2")
     assert words({"layers": [0, 2], "start_from": "/students/a"}).startswith("a student of")
+
+
+def test_context_mixes_put_a_text_after_benign_ones_within_the_window() -> None:
+    import random
+
+    from bastion.moderation.distill import context_mixes
+
+    cls, sep = 101, 102
+    encoded = [[cls, *range(1000 + 10 * i, 1000 + 10 * i + n), sep] for i, n in enumerate((3, 5, 4, 60, 2))]
+    benign = [0, 1, 2]
+    mixes = context_mixes(encoded, benign, 40, 16, random.Random(0))
+    assert len(mixes) == 40
+    for ids, inner in mixes:
+        body = encoded[inner][1:-1][:13]
+        assert ids[0] == cls and ids[-1] == sep and len(ids) <= 16
+        assert ids[-1 - len(body) : -1] == body  # the inner text, whole or cut to fit, ends the window
+        context = ids[1 : -1 - len(body)]
+        assert all(any(t in encoded[b] for b in benign) for t in context)
+    assert {inner for _, inner in mixes} == set(range(5))
+    assert any(len(ids) > len(encoded[inner]) for ids, inner in mixes)  # some context was added
+    assert context_mixes(encoded, [], 5, 16, random.Random(0)) == []
+
+
+def test_context_mix_needs_the_task_loss(tmp_path: Path) -> None:
+    spec = DistillSpec(epochs=1, batch_size=16, max_texts=16, layers=(0,), context_mix=0.5)
+    with pytest.raises(ConfigError, match="task loss"):
+        distill_encoder(load_settings(), tmp_path / "out", spec=spec, sources=["seed"])

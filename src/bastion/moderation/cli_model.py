@@ -207,6 +207,14 @@ def distill(
             help="Cut every block's attention to this many heads (the most important) first.",
         ),
     ] = None,
+    context_mix: Annotated[
+        float,
+        typer.Option(
+            min=0.0,
+            max=4.0,
+            help="With --task-weight: extra examples per text, each a text placed after benign ones.",
+        ),
+    ] = 0.0,
     json_output: Annotated[bool, typer.Option("--json", help="Print the run's record as JSON.")] = False,
     with_source: WithSource = None,
 ) -> None:
@@ -233,6 +241,7 @@ def distill(
             heads_from=str(heads_from) if heads_from else None,
             ffn_size=ffn_size,
             attention_heads=attention_heads,
+            context_mix=context_mix,
         )
         with progress_bar(disabled=json_output) as progress:
             record = distill_encoder(

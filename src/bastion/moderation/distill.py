@@ -34,6 +34,7 @@ from bastion.moderation.train import (
     EmbeddingCache,
     TrainSpec,
     embed_texts,
+    is_benign,
     is_test_source,
     label_arrays,
     select_rows,
@@ -72,6 +73,10 @@ class DistillSpec:
     attention_heads: int | None = None
     """Cut every attention block to its this many most important heads first (importance measured on
     `ffn_importance_texts` texts, as for `ffn_size`)."""
+    context_mix: float = 0.0
+    """With the task loss: this many extra examples per training text, each a training text placed after
+    1-3 texts of benign sources (cut to fit `max_length` tokens) and keeping its labels, so that one
+    harmful sentence in benign context still reads as harmful (task loss only: no teacher target)."""
 
 
 TEACHER_LAYERS = (0, 2, 4)
@@ -227,6 +232,25 @@ def prune_heads(model: Any, heads: int, importance: Sequence[Any]) -> Any:
     return model
 
 
+def context_mixes(
+    encoded: Sequence[Sequence[int]], benign: Sequence[int], count: int, max_length: int, rng: random.Random
+) -> list[tuple[list[int], int]]:
+    """`count` (token ids, index of the inner text) pairs: a random text's tokens after those of 1-3
+    random benign texts, the context cut so that the whole fits `max_length` with [CLS] and [SEP]."""
+    out: list[tuple[list[int], int]] = []
+    if not benign or not encoded:
+        return out
+    for _ in range(count):
+        inner = rng.randrange(len(encoded))
+        body = list(encoded[inner][1:-1])[: max_length - 3]
+        context = [
+            t for b in rng.sample(list(benign), min(len(benign), rng.randint(1, 3))) for t in encoded[b][1:-1]
+        ]
+        room = max_length - 2 - len(body)  # at least 1: the body was cut to max_length - 3
+        out.append(([encoded[inner][0], *context[-room:], *body, encoded[inner][-1]], inner))
+    return out
+
+
 def _padded(encoded: Sequence[Sequence[int]], pad_id: int) -> tuple[Any, Any]:
     """`encoder.pad_batch` as torch tensors."""
     import torch
@@ -356,6 +380,13 @@ def distill_encoder(
         params += list(head.parameters())
         y_np, m_np = label_arrays([by_text[t] for t in texts])
         labels, known = torch.from_numpy(y_np), torch.from_numpy(m_np)
+    mixes: list[tuple[list[int], int]] = []
+    if spec.context_mix > 0:
+        if head is None:
+            raise ConfigError("context_mix needs the task loss (task_weight > 0)")
+        benign = [i for i, t in enumerate(texts) if is_benign(by_text[t])]
+        count = int(len(texts) * spec.context_mix)
+        mixes = context_mixes(encoded, benign, count, spec.max_length, random.Random(f"mix-{seed}"))
     optimizer = torch.optim.AdamW(params, lr=spec.learning_rate, weight_decay=0.01)
     plan = [_batches([len(e) for e in encoded], spec.batch_size, rng) for _ in range(spec.epochs)]
     total = sum(len(p) for p in plan)
@@ -378,6 +409,18 @@ def distill_encoder(
                     head(out), labels[batch], weight=known[batch], reduction="sum"
                 ) / known[batch].sum().clamp(min=1.0)
                 loss = loss + spec.task_weight * bce
+                if mixes:
+                    share = max(1, round(len(batch) * spec.context_mix))
+                    picked = [mixes[(done * share + k) % len(mixes)] for k in range(share)]
+                    mix_ids, mix_mask = _padded([ids_ for ids_, _ in picked], pad_id)
+                    inner = [i for _, i in picked]
+                    mixed = torch.nn.functional.binary_cross_entropy_with_logits(
+                        head(pooled(student, mix_ids, mix_mask)),
+                        labels[inner],
+                        weight=known[inner],
+                        reduction="sum",
+                    ) / known[inner].sum().clamp(min=1.0)
+                    loss = loss + spec.task_weight * mixed
             optimizer.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(student.parameters(), 1.0)
