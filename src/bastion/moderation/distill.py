@@ -75,7 +75,7 @@ class DistillSpec:
     `ffn_importance_texts` texts, as for `ffn_size`)."""
     context_mix: float = 0.0
     """With the task loss: this many extra examples per training text, each a training text placed after
-    1-3 texts of benign sources (cut to fit `max_length` tokens) and keeping its labels, so that one
+    1-3 benign ones (`train.is_benign`; cut to fit `max_length` tokens) and keeping its labels, so that one
     harmful sentence in benign context still reads as harmful (task loss only: no teacher target)."""
 
 

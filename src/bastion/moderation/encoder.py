@@ -107,7 +107,7 @@ class ChunkedEmbeddings:
     offsets: list[tuple[int, int]]
     scores: np.ndarray | None = None
     long_sentences: np.ndarray | None = None
-    """Per entry: whether it is a sentence of a text longer than one window (None: no such entry)."""
+    """Per entry: whether it is a sentence of a long text, for `isolate_long_sentences` (None: none is)."""
 
     def pool_max(self, values: np.ndarray, n_texts: int) -> tuple[np.ndarray, np.ndarray]:
         """Max of per-window `values` [n_chunks, k] per text, and the (first) window index that gave it."""
@@ -477,7 +477,8 @@ def _import_ml() -> tuple[Any, Any]:
 
 
 HEADS_KEPT = "attention_heads_kept"
-"""config.json key of an encoder whose attention blocks were cut to this many heads (`distill --heads`):
+"""config.json key of an encoder whose attention blocks were cut to this many heads (`distill
+--attention-heads`):
 `num_attention_heads` still gives the head size, the query, key, value and output weights hold fewer."""
 
 
