@@ -103,6 +103,34 @@ def student_from(teacher_path: Path, layers: Sequence[int]) -> Any:
     return keep_layers(model, layers).float()
 
 
+def _hooked_passes(
+    model: Any,
+    modules: Sequence[Any],
+    hook: Callable[[int], Callable[..., None]],
+    batches: Sequence[tuple[Any, Any]],
+    current: dict[str, Any],
+) -> int:
+    """Run `batches` ((input_ids, attention_mask) pairs) through `model` in eval mode without gradients,
+    with `hook(i)` on `modules[i]` and the batch's mask in `current["mask"]`; returns the real tokens."""
+    import torch
+
+    handles = [module.register_forward_hook(hook(i)) for i, module in enumerate(modules)]
+    was_training = model.training
+    model.eval()
+    tokens = 0
+    try:
+        with torch.no_grad():
+            for ids, mask in batches:
+                current["mask"] = mask.to(torch.float32)
+                tokens += int(mask.sum())
+                model(input_ids=ids, attention_mask=mask)
+    finally:
+        for handle in handles:
+            handle.remove()
+        model.train(was_training)
+    return tokens
+
+
 def ffn_importance(model: Any, batches: Sequence[tuple[Any, Any]]) -> list[Any]:
     """Per transformer block, each feed-forward neuron's importance: its mean absolute activation over
     the real tokens of `batches` ((input_ids, attention_mask) pairs) times the norm of its output weights,
@@ -119,20 +147,7 @@ def ffn_importance(model: Any, batches: Sequence[tuple[Any, Any]]) -> list[Any]:
 
         return record
 
-    handles = [block.intermediate.register_forward_hook(hook(i)) for i, block in enumerate(blocks)]
-    was_training = model.training
-    model.eval()
-    tokens = 0
-    try:
-        with torch.no_grad():
-            for ids, mask in batches:
-                current["mask"] = mask.to(torch.float32)
-                tokens += int(mask.sum())
-                model(input_ids=ids, attention_mask=mask)
-    finally:
-        for handle in handles:
-            handle.remove()
-        model.train(was_training)
+    tokens = _hooked_passes(model, [block.intermediate for block in blocks], hook, batches, current)
     return [
         total / max(tokens, 1) * block.output.dense.weight.detach().norm(dim=0)
         for total, block in zip(totals, blocks, strict=True)
@@ -188,20 +203,7 @@ def head_importance(model: Any, batches: Sequence[tuple[Any, Any]]) -> list[Any]
 
         return record
 
-    handles = [block.attention.self.register_forward_hook(hook(i)) for i, block in enumerate(blocks)]
-    was_training = model.training
-    model.eval()
-    tokens = 0
-    try:
-        with torch.no_grad():
-            for ids, mask in batches:
-                current["mask"] = mask.to(torch.float32)
-                tokens += int(mask.sum())
-                model(input_ids=ids, attention_mask=mask)
-    finally:
-        for handle in handles:
-            handle.remove()
-        model.train(was_training)
+    tokens = _hooked_passes(model, [block.attention.self for block in blocks], hook, batches, current)
     return [total / max(tokens, 1) for total in totals]
 
 
