@@ -303,6 +303,8 @@ def distill_encoder(
     from bastion.moderation.encoder import Encoder, model_fingerprint, resolve_model_path, sanitize
 
     spec = spec or DistillSpec()
+    if spec.context_mix > 0 and spec.task_weight <= 0:  # before any data is loaded or embedded
+        raise ConfigError("context_mix needs the task loss (task_weight > 0)")
     train_spec = train_spec or TrainSpec()
     started = time.monotonic()
     rng = random.Random(seed)
@@ -384,8 +386,6 @@ def distill_encoder(
         labels, known = torch.from_numpy(y_np), torch.from_numpy(m_np)
     mixes: list[tuple[list[int], int]] = []
     if spec.context_mix > 0:
-        if head is None:
-            raise ConfigError("context_mix needs the task loss (task_weight > 0)")
         benign = [i for i, t in enumerate(texts) if is_benign(by_text[t])]
         count = int(len(texts) * spec.context_mix)
         mixes = context_mixes(encoded, benign, count, spec.max_length, random.Random(f"mix-{seed}"))

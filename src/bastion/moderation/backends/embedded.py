@@ -295,8 +295,6 @@ class EmbeddedBackend(ModerationBackend):
         return results
 
     def _compute(self, texts: Sequence[str]) -> list[tuple[np.ndarray, dict[str, list[tuple[int, int]]]]]:
-        from bastion.moderation.encoder import isolate_long_sentences
-
         def predict(chunks: ChunkedEmbeddings) -> np.ndarray:
             scores = chunks.scores
             return scores if scores is not None else self.heads.params.predict(chunks.embeddings)
@@ -305,6 +303,8 @@ class EmbeddedBackend(ModerationBackend):
             chunks = self.encoder.encode_chunks(list(texts))
             probs = predict(chunks)
             if self.isolate_sentences:
+                from bastion.moderation.encoder import isolate_long_sentences
+
                 chunks, probs = isolate_long_sentences(self.encoder, texts, chunks, probs, predict)
         except Exception as exc:  # the runtimes raise many types; one boundary translates them
             raise BackendError(f"embedded encoder failed: {exc}") from exc
