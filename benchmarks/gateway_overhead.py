@@ -15,7 +15,9 @@ What is measured:
   gateway starts as every start after the first does (without importing torch). Short turns: a
   one-sentence question, a one-sentence answer.
 - Latency: sequential requests from one keep-alive httpx client, direct and gateway interleaved,
-  after a warm-up; p50 and p99 of each, and the difference (the added latency).
+  after a warm-up; p50 and p99 of each, and the difference (the added latency). The gateway's
+  `Server-Timing` header splits its time: moderation, the upstream call, the rest of the turn, and what
+  the client saw outside the turn (HTTP, auth, request parsing, the hand-offs between threads).
 - Throughput: requests/s with 8 client threads for each path.
 - With `--compare-with REV`, a second gateway runs the same way from a checkout of git revision REV (a
   temporary worktree, removed afterwards; `.` runs this tree again) behind the same upstream, and every
@@ -131,11 +133,28 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
 
 
+def server_timing(header: str) -> dict[str, float]:
+    """Milliseconds by entry name in a `Server-Timing` header value ({} when absent or unparsable)."""
+    entries: dict[str, float] = {}
+    for entry in header.split(","):
+        name, *params = (part.strip() for part in entry.split(";"))
+        for param in params:
+            key, _, value = param.partition("=")
+            if key == "dur" and name:
+                try:
+                    entries[name] = float(value)
+                except ValueError:
+                    return {}
+    return entries
+
+
 def latency(clients: dict[str, httpx.Client], texts: list[str], shuffle: bool = False) -> dict[str, Any]:
     """Interleaved sequential calls, one per text and client (in a seeded random order with `shuffle`);
-    milliseconds per call for each client, and the turns the `gateway` client saw blocked."""
+    milliseconds per call for each client, the turns the `gateway` client saw blocked, and the `gateway`
+    client's stages: its `Server-Timing` entries plus `outside` (the call's time outside the turn)."""
     times: dict[str, Any] = {name: [] for name in clients}
     times["blocked"] = 0
+    times["stages"] = []
     order = list(clients)
     rng = random.Random(len(texts))
     for text in texts:
@@ -147,8 +166,13 @@ def latency(clients: dict[str, httpx.Client], texts: list[str], shuffle: bool = 
             response = clients[name].post("/v1/chat/completions", json=body)
             times[name].append((time.perf_counter() - started) * 1000)
             response.raise_for_status()
-            if name == "gateway" and response.json()["choices"][0]["finish_reason"] != "stop":
+            if name != "gateway":
+                continue
+            if response.json()["choices"][0]["finish_reason"] != "stop":
                 times["blocked"] += 1
+            stages = server_timing(response.headers.get("server-timing", ""))
+            if "total" in stages:
+                times["stages"].append({**stages, "outside": times[name][-1] - stages["total"]})
     return times
 
 
@@ -331,6 +355,14 @@ def report(results: dict[str, Any], moderation_model: str, n: int) -> None:
     if "requests_per_s" in g:
         ratios += f", requests/s x{g['requests_per_s'] / d['requests_per_s']:.2f}"
     print(ratios)
+    stages = g.get("stages_p50_ms")
+    if stages:
+        rest = stages["total"] - stages["moderation"] - stages["upstream"]
+        print(
+            f"inside the gateway (Server-Timing, p50): moderation {stages['moderation']:.2f} ms (input and "
+            f"output), upstream call {stages['upstream']:.2f} ms, the rest of the turn {rest:.2f} ms; "
+            f"outside the turn (HTTP, auth, request parsing, threads) {stages['outside']:.2f} ms"
+        )
     if "other" in results:
         o = results["other"]
         print(
@@ -456,6 +488,11 @@ def main() -> None:
                 "p50_ms": percentile(values, 50),
                 "p99_ms": percentile(values, 99),
                 "mean_ms": statistics.fmean(values),
+            }
+        if times["stages"]:
+            results["gateway"]["stages_p50_ms"] = {
+                stage: statistics.median(row.get(stage, 0.0) for row in times["stages"])
+                for stage in ("moderation", "upstream", "total", "outside")
             }
         results["added_p50_ms"] = results["gateway"]["p50_ms"] - results["direct"]["p50_ms"]
         results["added_p99_ms"] = results["gateway"]["p99_ms"] - results["direct"]["p99_ms"]

@@ -111,6 +111,28 @@ def test_blocked_input_never_reaches_the_upstream(gw: GatewayClient) -> None:
     assert backend.calls == 0
 
 
+def server_timing(header: str) -> dict[str, tuple[float, str]]:
+    """`Server-Timing` entries by name: (milliseconds, description)."""
+    entries = {}
+    for entry in header.split(","):
+        name, *params = (part.strip() for part in entry.split(";"))
+        fields = dict(p.split("=", 1) for p in params)
+        entries[name] = (float(fields["dur"]), fields.get("desc", "").strip('"'))
+    return entries
+
+
+def test_server_timing_splits_the_gateway_time(gw: GatewayClient) -> None:
+    timing = server_timing(gw.chat("What is the capital of France?").headers["server-timing"])
+    assert set(timing) == {"moderation", "upstream", "total"}
+    assert timing["moderation"][1] == "input and output"
+    assert 0 < timing["moderation"][0] + timing["upstream"][0] <= timing["total"][0]
+    blocked = server_timing(gw.chat(BOMB_QUESTION).headers["server-timing"])
+    assert set(blocked) == {"moderation", "total"} and blocked["moderation"][1] == "input"
+    assert 0 < blocked["moderation"][0] <= blocked["total"][0]
+    streamed = server_timing(gw.chat("Hello there.", stream=True).headers["server-timing"])
+    assert streamed["moderation"][1] == "input" and "upstream" not in streamed
+
+
 def test_earlier_turns_are_not_moderated_again(gw: GatewayClient) -> None:
     body = {
         "model": "echo",

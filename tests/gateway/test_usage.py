@@ -44,6 +44,9 @@ def test_usage_events_are_recorded_without_content(
     assert ok.user == "end-user-7" and ok.model == "echo" and ok.backend == "echo" and ok.policy == "default"
     assert ok.prompt_tokens == 5 and ok.completion_tokens == 5 and ok.action == "allow"
     assert ok.latency_ms > 0 and ok.upstream_ms is not None
+    assert ok.moderation_ms > 0 and ok.moderation_ms + ok.upstream_ms <= ok.latency_ms
+    assert blocked_in.moderation_ms > 0 and blocked_out.moderation_ms > 0
+    assert limited.moderation_ms == 0
     assert blocked_in.input_categories["illicit/violent"] == "block" and blocked_in.action == "block"
     assert blocked_in.upstream_ms is None and blocked_in.input_scores["illicit/violent"] == 1.0
     assert blocked_out.stream is True and blocked_out.output_categories["illicit/violent"] == "block"

@@ -90,6 +90,8 @@ class UsageEvent(Base):
     error_code: Mapped[str | None] = mapped_column(String(64), nullable=True)
     latency_ms: Mapped[float] = mapped_column(Float)
     upstream_ms: Mapped[float | None] = mapped_column(Float, nullable=True)
+    # Input and output moderation together (null on rows written before it was recorded).
+    moderation_ms: Mapped[float | None] = mapped_column(Float, nullable=True)
     prompt_tokens: Mapped[int] = mapped_column(Integer, default=0)
     completion_tokens: Mapped[int] = mapped_column(Integer, default=0)
     input_categories: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)

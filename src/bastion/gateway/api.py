@@ -27,17 +27,25 @@ def create_chat_completion(body: ChatCompletionRequest, request: Request, caller
     """OpenAI's chat completions, with input and output moderated by the caller's policy.
 
     A blocked turn answers 200 with `finish_reason: "content_filter"` and the policy's refusal; the
-    extension field `bastion_moderation` names the flagged categories and the action taken.
+    extension field `bastion_moderation` names the flagged categories and the action taken. The
+    `Server-Timing` header gives the milliseconds spent in moderation and upstream (a stream's: its input
+    moderation only, as its headers leave before the answer).
     """
     gateway = gateway_of(request)
     turn = gateway.prepare(body, caller)
     if body.stream:
+        events = gateway.open_stream(turn)
         return StreamingResponse(
-            gateway.open_stream(turn),
+            events,
             media_type="text/event-stream",
-            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+            headers={
+                "Cache-Control": "no-cache",
+                "X-Accel-Buffering": "no",
+                "Server-Timing": gateway.server_timing(turn),
+            },
         )
-    return JSONResponse(gateway.complete(turn))
+    completion = gateway.complete(turn)
+    return JSONResponse(completion, headers={"Server-Timing": gateway.server_timing(turn)})
 
 
 @router.get("/v1/models")

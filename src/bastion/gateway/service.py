@@ -90,13 +90,17 @@ class Gateway:
 
     # -- moderation -----------------------------------------------------------------------------------
 
-    def _moderate(self, texts: list[str], policy: GatewayPolicy, rules: StageRules) -> StageVerdict:
+    def _moderate(self, turn: Turn, texts: list[str], rules: StageRules) -> StageVerdict:
+        """`texts` judged by `rules` of the turn's policy; the time taken is added to the turn's record."""
         if not rules.enabled or not any(t.strip() for t in texts):
             return StageVerdict(spans=[[] for _ in texts])
+        started = time.perf_counter()
         name, results = self._moderator.moderate(
-            texts, policy.moderation_model, rules.wants_spans, rules.threshold_set
+            texts, turn.policy.moderation_model, rules.wants_spans, rules.threshold_set
         )
-        return evaluate(results, rules, name)
+        verdict = evaluate(results, rules, name)
+        turn.record.moderation_ms += (time.perf_counter() - started) * 1000
+        return verdict
 
     def _input_texts(self, messages: list[Message], scope: str) -> list[int]:
         """Indices of the messages to moderate: the last turn (after the last assistant message) or all."""
@@ -178,7 +182,7 @@ class Gateway:
             )
             indices = self._input_texts(messages, policy.input_scope)
             texts = [messages[i].content or "" for i in indices]
-            turn.input = self._moderate(texts, policy, policy.input)
+            turn.input = self._moderate(turn, texts, policy.input)
             if turn.input.action == "redact":
                 for i, spans in zip(indices, turn.input.spans, strict=True):
                     if spans:
@@ -253,6 +257,18 @@ class Gateway:
             }
         return fields
 
+    @staticmethod
+    def server_timing(turn: Turn) -> str:
+        """A `Server-Timing` header value: milliseconds in moderation, in the upstream call (once it has
+        returned) and in the gateway since the turn was prepared, so far."""
+        record = turn.record
+        stages = "input and output" if turn.output is not None else "input"
+        parts = [f'moderation;dur={record.moderation_ms:.2f};desc="{stages}"']
+        if record.upstream_ms is not None:
+            parts.append(f"upstream;dur={record.upstream_ms:.2f}")
+        parts.append(f"total;dur={(time.perf_counter() - turn.started) * 1000:.2f}")
+        return ", ".join(parts)
+
     # -- whole completions ----------------------------------------------------------------------------
 
     def complete(self, turn: Turn) -> dict[str, Any]:
@@ -273,7 +289,7 @@ class Gateway:
         output = StageVerdict()
         choices = []
         for choice in result.choices:
-            verdict = self._moderate_choice(choice, turn.policy)
+            verdict = self._moderate_choice(turn, choice)
             output.merge(verdict)
             if verdict.blocked:
                 choice = ChatChoice(turn.policy.refusal, "content_filter", index=choice.index)
@@ -292,13 +308,14 @@ class Gateway:
         self._finish(turn, answers, usage, status)
         return self._completion(turn, choices, usage, output)
 
-    def _moderate_choice(self, choice: ChatChoice, policy: GatewayPolicy) -> StageVerdict:
-        verdict = self._moderate([choice.content or ""], policy, policy.output)
+    def _moderate_choice(self, turn: Turn, choice: ChatChoice) -> StageVerdict:
+        rules = turn.policy.output
+        verdict = self._moderate(turn, [choice.content or ""], rules)
         arguments = [
             json.dumps(call.get("function", call), ensure_ascii=False) for call in choice.tool_calls or []
         ]
         if arguments:
-            tools = self._moderate(arguments, policy, policy.output)
+            tools = self._moderate(turn, arguments, rules)
             if tools.action == "redact":  # arguments cannot be redacted safely: refuse instead
                 tools.action = "block"
                 tools.categories = {k: "block" if a == "redact" else a for k, a in tools.categories.items()}
@@ -395,7 +412,7 @@ class Gateway:
         n = turn.request.n
 
         def check(text: str) -> StageVerdict:
-            return self._moderate([text], policy, policy.output)
+            return self._moderate(turn, [text], policy.output)
 
         windows = {i: OutputWindow(self.config.streaming, check) for i in range(n)}
         tool_deltas: dict[int, list[dict[str, Any]]] = {i: [] for i in range(n)}
@@ -488,7 +505,7 @@ class Gateway:
             yield self._chunk(turn, [self._delta(index, {"content": released})])
         if tool_deltas[index]:
             arguments = self._tool_arguments(tool_deltas[index])
-            verdict = self._moderate(arguments, turn.policy, turn.policy.output)
+            verdict = self._moderate(turn, arguments, turn.policy.output)
             if verdict.action == "redact":
                 verdict.action = "block"
             windows[index].verdict.merge(verdict)

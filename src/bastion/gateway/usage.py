@@ -44,6 +44,7 @@ class UsageRecord:
     error_code: str | None = None
     latency_ms: float = 0.0
     upstream_ms: float | None = None
+    moderation_ms: float = 0.0
     prompt_tokens: int = 0
     completion_tokens: int = 0
     input_categories: dict[str, str] = field(default_factory=dict)
