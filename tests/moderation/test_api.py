@@ -68,6 +68,24 @@ def test_model_aliases_and_unknown_model(client: ApiClient) -> None:
     assert [m["id"] for m in models if m["default"]] == ["bastion-embedded"]
 
 
+def test_model_card_of_the_shipped_model(client: ApiClient) -> None:
+    body = client.get("/v1/moderations/models/omni-moderation-latest/card").json()
+    assert body["model"] == "bastion-embedded"
+    embedded, lists = body["backends"]
+    assert (embedded["backend"], lists["backend"]) == ("embedded", "lists")
+    assert lists == {"backend": "lists", "card": None, "markdown": None, "html": None}
+    card = embedded["card"]
+    assert set(card["thresholds"]) == set(CATEGORY_KEYS)
+    auprc = card["metrics"]["test_sources"]["any"]["auprc"]
+    assert f"{auprc:.3f}" in embedded["markdown"]
+    html = embedded["html"]
+    assert html.startswith("<h1>Bastion embedded moderation model</h1>") and "<table>" in html
+    assert f"<td>{card['thresholds']['harassment']:.3f}</td>" in html
+    assert "<script" not in html
+    error = assert_envelope(client.get("/v1/moderations/models/gpt-nope/card"), 404, "model_not_found")
+    assert error["param"] == "model"
+
+
 def test_long_input_is_chunked_not_truncated(client: ApiClient) -> None:
     padding = " ".join(["The committee reviewed the quarterly budget and approved the garden plans."] * 300)
     results = client.post("/v1/moderations", json={"input": [padding, padding + " " + THREAT]}).json()[

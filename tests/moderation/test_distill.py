@@ -317,10 +317,10 @@ def test_an_encoder_with_fewer_heads_is_saved_reloaded_and_served_by_both_runtim
 
 
 def test_the_card_names_teacher_layers_only_for_a_run_from_the_teacher() -> None:
-    from bastion.moderation.train import _encoder_words
+    from bastion.moderation.card import encoder_words
 
     def words(spec: dict) -> str:
-        return _encoder_words({"encoder": {"distilled": {"spec": spec, "texts": 10}}})
+        return encoder_words({"encoder": {"distilled": {"spec": spec, "texts": 10}}})
 
     assert words({"layers": [0, 2, 4]}).startswith("layers [0, 2, 4] of all-MiniLM-L6-v2")
     assert words({"layers": None, "start_from": "/students/a"}).startswith("a student of all-MiniLM-L6-v2")

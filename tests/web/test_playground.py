@@ -108,3 +108,28 @@ def test_playground_shows_api_errors(page: Page, live_server: tuple[LiveServer, 
     expect(page.get_by_test_id("error-message")).to_contain_text("Incorrect API key")
     expect(page.get_by_test_id("error-meta")).to_contain_text("401")
     expect(page.get_by_test_id("result")).to_be_hidden()
+
+
+def test_model_card_panel_shows_the_selected_models_card(
+    page: Page, live_server: tuple[LiveServer, str]
+) -> None:
+    server, admin_key = live_server
+    page.goto(server.url + "/")
+    page.get_by_label("API key", exact=True).fill(admin_key)
+    page.get_by_label("API key", exact=True).blur()
+    expect(page.get_by_test_id("model-select")).to_have_value("bastion-embedded")
+    body = page.get_by_test_id("card-body")
+    expect(body).to_be_hidden()  # closed until asked for
+    with page.expect_response(lambda r: r.url.endswith("/v1/moderations/models/bastion-embedded/card")):
+        page.get_by_text("Model card", exact=True).click()
+    card = body.locator("article[data-backend=embedded]")
+    expect(card.get_by_role("heading", name="Bastion embedded moderation model")).to_be_visible()
+    expect(card.get_by_role("heading", name="XSTest (never trained or tuned on)")).to_be_visible()
+    expect(card.locator("table").first.locator("tbody tr")).to_have_count(14)  # 13 categories and any
+    status = page.get_by_test_id("card-status")
+    expect(status).to_have_text("bastion-embedded · no card for its lists backend")
+    page.screenshot(path=str(SCREENSHOT.with_name("playground-card.png")), full_page=True)
+
+    page.get_by_test_id("model-select").select_option("bastion-lists")
+    expect(status).to_have_text("bastion-lists has no model card (its backends: lists).")
+    expect(body.locator("article")).to_have_count(0)

@@ -52,6 +52,7 @@ MATRIX: dict[tuple[str, str], Access] = {
     # -- moderation -------------------------------------------------------------------------------------
     ("POST", "/v1/moderations"): ANY,
     ("GET", "/v1/moderations/models"): ANY,
+    ("GET", "/v1/moderations/models/{model_id}/card"): ANY,
     # -- gateway ----------------------------------------------------------------------------------------
     ("POST", "/v1/chat/completions"): ANY,
     ("GET", "/v1/models"): ANY,

@@ -11,7 +11,15 @@ from bastion.auth.deps import ANY_ROLE, require_roles
 from bastion.auth.keys import Principal
 from bastion.core.errors import InvalidRequest, PayloadTooLarge
 from bastion.core.settings import ModerationLimits
-from bastion.moderation.schemas import ImagePart, ModelInfo, ModerationRequest, ModerationResponse, TextPart
+from bastion.moderation.card import backend_card
+from bastion.moderation.schemas import (
+    ImagePart,
+    ModelCards,
+    ModelInfo,
+    ModerationRequest,
+    ModerationResponse,
+    TextPart,
+)
 from bastion.moderation.service import ModerationService
 
 router = APIRouter(tags=["moderation"])
@@ -77,3 +85,14 @@ def list_moderation_models(request: Request, _caller: Caller) -> list[ModelInfo]
         )
         for name, spec in sorted(moderation.models.items())
     ]
+
+
+@router.get("/v1/moderations/models/{model_id}/card", response_model=ModelCards)
+def get_model_card(model_id: str, request: Request, _caller: Caller) -> ModelCards:
+    """The model card of each of the model's backends (its data, held-out metrics per category and
+    language, thresholds, known limits) as JSON, Markdown and HTML; a backend without one has nulls."""
+    service = service_of(request)
+    model = service.model(model_id)
+    return ModelCards.model_validate(
+        {"model": model.name, "backends": [backend_card(b.plugin_name, b.card) for b in model.backends]}
+    )

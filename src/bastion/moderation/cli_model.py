@@ -325,3 +325,36 @@ def eval_command(
         except OSError as exc:
             raise _fail(f"cannot write {json_path}: {exc.strerror or exc}") from exc
         console.print(f"wrote {json_path}")
+
+
+@model_app.command("card")
+def card_command(
+    model: Annotated[
+        str | None, typer.Option(help="Moderation model name (default: the default model).")
+    ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the cards as JSON, as the API's /card route returns them.")
+    ] = False,
+) -> None:
+    """Print the model card: data, held-out metrics per category and language, thresholds, known limits."""
+    from bastion.core.settings import load_settings
+    from bastion.moderation.card import backend_card
+    from bastion.moderation.service import ModerationService
+
+    service = ModerationService(load_settings())
+    try:
+        loaded = service.model(model)
+        cards = [backend_card(b.plugin_name, b.card) for b in loaded.backends]
+    except BastionError as exc:
+        raise _fail(exc.message) from exc
+    finally:
+        service.close()
+    if as_json:
+        typer.echo(json.dumps({"model": loaded.name, "backends": cards}, indent=1, ensure_ascii=False))
+        return
+    rendered = [c for c in cards if c["markdown"]]
+    if not rendered:
+        backends = ", ".join(c["backend"] for c in cards)
+        raise _fail(f"model {loaded.name!r} has no model card (its backends: {backends})")
+    for entry in rendered:
+        typer.echo(entry["markdown"])

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -47,6 +47,23 @@ class ModerationResponse(BaseModel):
     id: str
     model: str
     results: list[ModerationResult]
+
+
+class BackendCard(BaseModel):
+    """One backend's model card: the JSON record, and it rendered (null when the backend has none, or
+    when an older card cannot be rendered)."""
+
+    backend: str
+    card: dict[str, Any] | None = None
+    markdown: str | None = None
+    html: str | None = None
+
+
+class ModelCards(BaseModel):
+    """`GET /v1/moderations/models/{model}/card`: the model's backends, each with its card."""
+
+    model: str
+    backends: list[BackendCard]
 
 
 class ModelInfo(BaseModel):

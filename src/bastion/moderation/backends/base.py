@@ -68,6 +68,11 @@ class ModerationBackend(ABC):
         """Named alternative thresholds shipped with the model (e.g. `strict`); none by default."""
         return {}
 
+    @property
+    def card(self) -> dict[str, Any] | None:
+        """The model card (`card.json`: data, held-out metrics, thresholds) when the model ships one."""
+        return None
+
     def describe(self) -> dict[str, Any]:
         """What produced the scores (plugin, options, model hashes): recorded in reports."""
         return {"plugin": self.plugin_name, "options": self.options.model_dump(mode="json")}

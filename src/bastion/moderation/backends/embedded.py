@@ -213,6 +213,11 @@ class EmbeddedBackend(ModerationBackend):
         self._cache = ScoreCache(options.cache_size)
         self._lock = threading.Lock()
 
+    @property
+    def card(self) -> dict[str, Any] | None:
+        """The heads folder's `card.json`."""
+        return self.heads.card
+
     def _encoder_path(self, options: EmbeddedOptions) -> Path | None:
         if options.encoder_path is not None:
             return Path(options.encoder_path).expanduser()

@@ -94,8 +94,54 @@
       if (model.default) defaultId = model.id;
     }
     const ids = models.map((m) => m.id);
+    serverDefault = defaultId;
     modelSelect.value = ids.includes(wanted) ? wanted : defaultId;
     modelStatus.textContent = models.length + " model" + (models.length === 1 ? "" : "s") + " available.";
+    loadCard();
+  }
+
+  // ---- model card -------------------------------------------------------------------------------
+
+  const cardBox = $("model-card");
+  const cardStatus = $("card-status");
+  const cardBody = $("card-body");
+  let serverDefault = "";
+  let cardShown = null;
+
+  // The selected model's card, fetched when the panel is open (again only when the model changes).
+  async function loadCard() {
+    const id = modelSelect.value || serverDefault;
+    if (!cardBox.open || !id || id === cardShown) return;
+    cardShown = id;
+    cardStatus.textContent = "Loading the card of " + id + "…";
+    cardBody.replaceChildren();
+    let response;
+    try {
+      response = await fetch("/v1/moderations/models/" + encodeURIComponent(id) + "/card", { headers: headers() });
+    } catch (_err) {
+      cardShown = null;
+      cardStatus.textContent = "Could not reach the server for the model card.";
+      return;
+    }
+    if (!response.ok) {
+      cardShown = null;
+      cardStatus.textContent = "Model card unavailable: " + (await errorFrom(response)).message;
+      return;
+    }
+    const body = await response.json();
+    if (id !== (modelSelect.value || serverDefault)) return; // another model was picked meanwhile
+    const rendered = body.backends.filter((b) => b.html);
+    const without = body.backends.filter((b) => !b.html).map((b) => b.backend);
+    cardStatus.textContent = rendered.length
+      ? body.model + (without.length ? " · no card for its " + without.join(", ") + " backend" : "")
+      : body.model + " has no model card (its backends: " + without.join(", ") + ").";
+    for (const backend of rendered) {
+      const article = document.createElement("article");
+      article.dataset.backend = backend.backend;
+      // Rendered by the server from the card's Markdown with raw HTML escaped (moderation/card.py).
+      article.innerHTML = backend.html;
+      cardBody.append(article);
+    }
   }
 
   // ---- results ----------------------------------------------------------------------------------
@@ -281,7 +327,11 @@
     storageSet(KEY_STORAGE, keyInput.value.trim());
     loadModels();
   });
-  modelSelect.addEventListener("change", () => storageSet(MODEL_STORAGE, modelSelect.value));
+  modelSelect.addEventListener("change", () => {
+    storageSet(MODEL_STORAGE, modelSelect.value);
+    loadCard();
+  });
+  cardBox.addEventListener("toggle", loadCard);
 
   loadModels();
 })();
