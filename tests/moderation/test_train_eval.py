@@ -151,6 +151,28 @@ def test_train_heads_on_tiny_data_writes_changed_heads(tmp_path: Path, tiny_data
     assert card["ngrams"] is None and not (out / "ngrams.npz").exists()
 
 
+def test_pooled_calibration_also_fits_on_source_held_out_scores(tmp_path: Path, tiny_data: Path) -> None:
+    from bastion.moderation.train import TrainSpec, train_heads
+
+    settings = load_settings(home=tmp_path / "home", data_dir=tiny_data)
+    sources = ["seed", "seed-contrasts", "seed-depictions", "seed-everyday"]
+    cards = {
+        how: train_heads(
+            settings,
+            output_dir=tmp_path / how,
+            seed=1,
+            spec=TrainSpec(epochs=20, ngrams=None, calibration=how),
+            sources=sources,
+            encoder=HashingEncoder(),
+        )
+        for how in ("validation", "pooled")
+    }
+    validation, pooled = (cards[h]["calibration"] for h in ("validation", "pooled"))
+    assert "pooled" not in validation["method"] and "--calibration pooled" in pooled["method"]
+    moved = [k for k in CATEGORY_KEYS if abs(validation["scale"][k] - pooled["scale"][k]) > 1e-3]
+    assert moved, "the source-held-out scores changed no category's Platt scaling"
+
+
 def test_ngram_heads_that_help_no_category_are_not_written(
     tmp_path: Path, tiny_data: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -93,6 +93,13 @@ def train(
         ),
     ] = False,
     with_source: WithSource = None,
+    calibration: Annotated[
+        str,
+        typer.Option(
+            help="Platt scaling on 'validation' (the random validation split) or 'pooled' (those rows "
+            "scored by the shipped heads and again by heads that never saw their source)."
+        ),
+    ] = "validation",
 ) -> None:
     """Train the embedded backend's heads on the public data sets and report held-out metrics."""
     from bastion.core.settings import load_settings
@@ -102,7 +109,9 @@ def train(
 
     try:
         settings = load_settings()
-        spec = TrainSpec(ngrams=NgramSpec() if ngrams else None)
+        if calibration not in ("validation", "pooled"):
+            raise _fail(f"--calibration is 'validation' or 'pooled', not {calibration!r}")
+        spec = TrainSpec(ngrams=NgramSpec() if ngrams else None, calibration=calibration)
         sources = with_sources(with_source)
         with progress_bar(disabled=json_output) as progress:
             card = train_heads(

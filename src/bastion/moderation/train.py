@@ -111,6 +111,10 @@ class TrainSpec:
     random_test_fraction: float = 0.1
     precision_target: float = 0.6
     ngrams: NgramSpec | None = None
+    # "validation": Platt scaling on the random validation split; "pooled": on those rows twice, once with
+    # the shipped heads' logits and once with the source-held-out heads' (calibrated for seen and new
+    # sources alike).
+    calibration: str = "validation"
     """n-gram heads to train beside the embedding heads (`bastion moderation train --ngrams`)."""
     min_threshold: float = 0.05
     threshold_resamples: int = 50
@@ -704,13 +708,18 @@ def train_heads(
     val_idx, rt_idx, fit_idx = order[:n_val], order[n_val : n_val + n_rt], order[n_val + n_rt :]
     step("final heads", 0, 1)
     raw = fit_heads(x[fit_idx], y[fit_idx], mask[fit_idx], weights[fit_idx], spec, seed)
-    scale, shift = fit_platt(raw.logits(x[val_idx]), y[val_idx], mask[val_idx])
-    heads = raw.calibrated(scale, shift)
     step("final heads", 1, 1)
     train_texts = [texts[i] for i in tr]
     # Source-held-out: each source family (or fold of families) scored by heads that never saw it,
     # calibrated with the shipped Platt parameters (so the ECE shows calibration under domain shift).
     oos_logits, fold_of = cross_validate(x, y, mask, weights, fam_of, spec, seed, step)
+    val_logits, val_y, val_mask = raw.logits(x[val_idx]), y[val_idx], mask[val_idx]
+    pooled = spec.calibration == "pooled" and len(set(fold_of.tolist())) > 1
+    if pooled:
+        val_logits = np.concatenate([val_logits, oos_logits[val_idx]])
+        val_y, val_mask = np.concatenate([val_y, val_y]), np.concatenate([val_mask, val_mask])
+    scale, shift = fit_platt(val_logits, val_y, val_mask)
+    heads = raw.calibrated(scale, shift)
     ngrams: NgramModel | None = None
     ngram_record: dict[str, Any] | None = None
     if spec.ngrams is not None:
@@ -880,8 +889,14 @@ def train_heads(
         "threshold_sets": {"strict": strict},
         "threshold_set_rules": {"strict": STRICT_RULE.format(fpr=spec.strict_benign_fpr)},
         "calibration": {
-            "method": "Platt scaling per category fitted on the random validation split, folded into "
-            "weight and bias",
+            "method": "Platt scaling per category fitted on the random validation split"
+            + (
+                ", each row twice: scored by the shipped heads and by heads that never saw its source "
+                "family (--calibration pooled)"
+                if pooled
+                else ""
+            )
+            + ", folded into weight and bias",
             "scale": dict(zip(CATEGORY_KEYS, map(float, scale), strict=True)),
             "shift": dict(zip(CATEGORY_KEYS, map(float, shift), strict=True)),
             "ece": calibration,
