@@ -790,6 +790,7 @@ SEED_FILES = {
 
 OPTIONAL_SEED_FILES = {
     "seed-stance": "team_written_stance.json",
+    "seed-harassment": "team_written_harassment.json",
 }
 """Team-written files that were tried and not shipped: left out of the default training data, added by name
 (`--with-source seed-stance`)."""
