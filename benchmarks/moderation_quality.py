@@ -1,4 +1,4 @@
-"""Moderation quality: the shipped heads beside the previous shipped heads and `alt-profanity-check`.
+"""Moderation quality: the shipped model beside the previous shipped heads and `alt-profanity-check`.
 
     python benchmarks/moderation_quality.py                 # a few minutes on 2 cores (cached embeddings)
     python benchmarks/moderation_quality.py --json out.json
@@ -21,6 +21,11 @@ Measured in one run, on the same texts, for each system:
 - the team-written hate-speech functional tests (`artifacts/functional_tests.jsonl`): accuracy per
   function (hateful when the hate score passes its threshold; profanity-check: probability ≥ 0.5).
 
+"shipped" is the default model as served: the embedded heads and the `profanity` backend
+(alt-profanity-check's model, reported as harassment), combined as the service does: a category's score is
+the max over backends, and a text is flagged for harassment when either passes its own threshold. The
+any-harm AUPRC of the heads alone is printed beside it.
+
 Ratios are shipped / other: above 1 means the shipped model scores higher (better for AUPRC, recall
 and accuracy; worse for the safe-prompt flag rate).
 """
@@ -36,7 +41,7 @@ from typing import Any
 
 import numpy as np
 
-from bastion.core.settings import load_settings
+from bastion.core.settings import Settings, load_settings
 from bastion.core.taxonomy import CATEGORY_KEYS
 from bastion.moderation.datasets import load_all, load_xstest
 from bastion.moderation.evaluate import evaluate, functional_report, load_functional_tests
@@ -86,6 +91,27 @@ class Embedder:
         return score_texts(self.encoder(folder), heads, texts, NgramModel.in_folder(folder))
 
 
+class WithProfanity:
+    """The heads' scores combined with the `profanity` backend's, as the default model serves them."""
+
+    def __init__(self, settings: Settings) -> None:
+        from bastion.moderation.backends.profanity import ProfanityWeights, packaged_card
+
+        card = packaged_card()
+        self.weights = ProfanityWeights.load(settings.cache_dir("profanity"))
+        self.column = CATEGORY_KEYS.index(card["category"])
+        self.threshold = float(card["thresholds"]["default"])
+
+    def __call__(self, heads_scores: np.ndarray, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """(scores: the category's the max of both, for AUPRC; the same with the category forced to 1
+        where the profanity backend flags it, so that the heads' thresholds give the served flags)."""
+        p = self.weights.probabilities(texts)
+        ranked, flagging = heads_scores.copy(), heads_scores.copy()
+        ranked[:, self.column] = np.maximum(ranked[:, self.column], p)
+        flagging[:, self.column] = np.where(p >= self.threshold, 1.0, flagging[:, self.column])
+        return ranked, flagging
+
+
 def _ratio(a: float | None, b: float | None) -> str:
     if a is None or b is None or b == 0:
         return "-"
@@ -117,6 +143,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     served = {name: embedder.scores(folders[name], systems[name][0], texts) for name in folders}
     labels = [r.labels for r in test]
     held: dict[str, Any] = {}
+    heads_only = evaluate(
+        [dict(zip(CATEGORY_KEYS, s, strict=True)) for s in served["shipped"]], labels, systems["shipped"][1]
+    )
+    with_profanity = WithProfanity(settings)
+    served["shipped"], shipped_flagging = with_profanity(served["shipped"], texts)
+    flagging = {"shipped": shipped_flagging, "previous": served["previous"]}
     for name, (_, thr) in systems.items():
         held[name] = evaluate([dict(zip(CATEGORY_KEYS, s, strict=True)) for s in served[name]], labels, thr)
     prof = np.asarray(predict_prob(texts), dtype=np.float64)
@@ -127,7 +159,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     xs_texts, xs_labels, _ = load_xstest(settings.data_dir)
     xs: dict[str, Any] = {}
     for name, (heads, thr) in systems.items():
-        xs[name] = xstest_metrics(embedder.scores(folders[name], heads, xs_texts), xs_labels, thr)
+        xs_scores = embedder.scores(folders[name], heads, xs_texts)
+        if name == "shipped":
+            ranked, xs_flagging = with_profanity(xs_scores, xs_texts)
+            xs[name] = xstest_metrics(xs_flagging, xs_labels, thr)  # flag rates as served
+            xs[name]["auprc"] = xstest_metrics(ranked, xs_labels, thr)["auprc"]
+        else:
+            xs[name] = xstest_metrics(xs_scores, xs_labels, thr)
     xs_prof = np.asarray(predict_prob(xs_texts), dtype=np.float64)[:, None].repeat(len(CATEGORY_KEYS), 1)
     xs["alt-profanity-check"] = xstest_metrics(xs_prof, xs_labels, dict.fromkeys(CATEGORY_KEYS, 0.5))
 
@@ -147,6 +185,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         a, b = held["shipped"][key]["auprc"], held["previous"][key]["auprc"]
         c = held["alt-profanity-check"][key]["auprc"] if key == "any" else None
         print(f"{key:26s}{_f(a):>9s}{_f(b):>10s}{_f(c):>11s}{_ratio(a, b):>9s}{_ratio(a, c):>9s}")
+    a, b = heads_only["any"]["auprc"], held["previous"]["any"]["auprc"]
+    print(f"{'any, heads alone':26s}{_f(a):>9s}{_f(b):>10s}{'':>11s}{_ratio(a, b):>9s}")
     fair_idx = [i for i, r in enumerate(test) if r.source in FAIR_SOURCES]
     fair_heads, fair_thr = load_heads(FAIR_BASELINE)
     fair: dict[str, Any] = {}
@@ -197,7 +237,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         # All rows benign: the any-harm false-positive rate is the share flagged.
         everyday[source] = {
             name: evaluate(
-                [dict(zip(CATEGORY_KEYS, s, strict=True)) for s in served[name][idx]], source_labels, thr
+                [dict(zip(CATEGORY_KEYS, s, strict=True)) for s in flagging[name][idx]], source_labels, thr
             )["any"]["fpr"]
             for name, (_, thr) in systems.items()
         }
@@ -222,6 +262,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     )
     result = {
         "test_sources": held,
+        "test_sources_heads_alone": heads_only,
         "fair_test_sources": fair,
         "xstest": xs,
         "everyday_flagged": everyday,

@@ -153,7 +153,7 @@ def test_which_models_run_inline(make_settings: Any) -> None:
     def fake(*backends: Backend) -> Any:
         return type("S", (), {"model": lambda self, name: Loaded(*backends)})()
 
-    assert runs_inline(fake(Backend("embedded", "onnx"), Backend("lists")), None)
+    assert runs_inline(fake(Backend("embedded", "onnx"), Backend("profanity"), Backend("lists")), None)
     assert not runs_inline(fake(Backend("embedded", "torch"), Backend("lists")), None)
     assert not runs_inline(fake(Backend("transformers")), None)
     assert not runs_inline(fake(Backend("someone-elses")), None)

@@ -71,9 +71,10 @@ def test_model_aliases_and_unknown_model(client: ApiClient) -> None:
 def test_model_card_of_the_shipped_model(client: ApiClient) -> None:
     body = client.get("/v1/moderations/models/omni-moderation-latest/card").json()
     assert body["model"] == "bastion-embedded"
-    embedded, lists = body["backends"]
-    assert (embedded["backend"], lists["backend"]) == ("embedded", "lists")
+    embedded, profanity, lists = body["backends"]
+    assert [b["backend"] for b in body["backends"]] == ["embedded", "profanity", "lists"]
     assert lists == {"backend": "lists", "card": None, "markdown": None, "html": None}
+    assert profanity["card"]["category"] == "harassment" and "<table>" in profanity["html"]
     card = embedded["card"]
     assert set(card["thresholds"]) == set(CATEGORY_KEYS)
     auprc = card["metrics"]["test_sources"]["any"]["auprc"]

@@ -4,7 +4,7 @@ import json
 from importlib import resources
 from pathlib import Path
 
-from bastion.moderation.card import backend_card, model_card_html, model_card_markdown
+from bastion.moderation.card import backend_card, model_card_html, model_card_markdown, render_model_card
 
 SHIPPED = Path(str(resources.files("bastion.moderation") / "artifacts" / "embedded"))
 
@@ -28,9 +28,14 @@ def test_html_card_has_the_tables_and_escapes_markup() -> None:
 
 def test_a_card_this_version_cannot_render_keeps_its_json() -> None:
     old = {"model": "heads from an old version", "metrics": {}}
-    entry = backend_card("embedded", old)
+    assert render_model_card(old) is None
+    entry = backend_card("embedded", old, render_model_card(old))
     assert entry == {"backend": "embedded", "card": old, "markdown": None, "html": None}
-    assert backend_card("lists", None)["card"] is None
+    assert backend_card("lists", None, None)["card"] is None
+    assert (
+        backend_card("x", {}, "# Title\n\n<b>bold</b>")["html"]
+        == "<h1>Title</h1>\n<p>&lt;b&gt;bold&lt;/b&gt;</p>\n"
+    )
 
 
 def test_cli_prints_the_card_and_refuses_a_model_without_one() -> None:
@@ -40,10 +45,12 @@ def test_cli_prints_the_card_and_refuses_a_model_without_one() -> None:
 
     printed = CliRunner().invoke(model_app, ["card"])
     assert printed.exit_code == 0, printed.output
-    assert printed.stdout == model_card_markdown(shipped_card()) + "\n"
+    assert printed.stdout.startswith(model_card_markdown(shipped_card()) + "\n")
+    assert "# Offensive-language backend (alt-profanity-check)" in printed.stdout
     as_json = CliRunner().invoke(model_app, ["card", "--json"])
     body = json.loads(as_json.stdout)
     assert body["model"] == "bastion-embedded" and body["backends"][0]["card"] == shipped_card()
+    assert [b["backend"] for b in body["backends"]] == ["embedded", "profanity", "lists"]
     refused = CliRunner().invoke(model_app, ["card", "--model", "bastion-lists"])
     assert refused.exit_code == 1
     assert refused.stderr.strip() == "error: model 'bastion-lists' has no model card (its backends: lists)"

@@ -85,8 +85,13 @@ class ModerationLimits(Strict):
 def _builtin_models() -> dict[str, ModerationModelSpec]:
     return {
         DEFAULT_MODERATION_MODEL: ModerationModelSpec(
-            backends=[BackendSpec(plugin="embedded"), BackendSpec(plugin="lists")],
-            description="Distilled MiniLM encoder with trained per-category heads, plus block/allow lists.",
+            backends=[
+                BackendSpec(plugin="embedded"),
+                BackendSpec(plugin="profanity"),
+                BackendSpec(plugin="lists"),
+            ],
+            description="Distilled MiniLM encoder with trained per-category heads, alt-profanity-check's "
+            "offensive-language model for harassment, and block/allow lists.",
         ),
         "bastion-lists": ModerationModelSpec(
             backends=[BackendSpec(plugin="lists")],

@@ -4,8 +4,8 @@ Two reasons: model backends score a batch of texts for little more than one text
 keeps a thread team per calling thread, so calls from the server's many worker threads left teams
 spinning against each other (5-30x slower calls under load).
 
-When nothing is being scored and the model runs no torch (lists, a remote model, the embedded model on
-ONNX Runtime, which keeps its threads per session), a call is scored on the caller's own thread instead:
+When nothing is being scored and the model runs no torch (lists, profanity, a remote model, the embedded model
+on ONNX Runtime, which keeps its threads per session), a call is scored on the caller's own thread instead:
 the hand-off to the batch thread and back cost more than scoring a short text. Calls that arrive
 meanwhile queue for the batch thread as before, and are scored together once the running call is done.
 """
@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from bastion.core.records import ModerationResult
 from bastion.moderation.service import ModerationService
 
-THREAD_FREE_BACKENDS = frozenset({"lists", "openai"})  # pure Python, or a call over HTTP
+THREAD_FREE_BACKENDS = frozenset({"lists", "profanity", "openai"})  # pure Python, or a call over HTTP
 
 
 def runs_inline(service: ModerationService, model: str | None) -> bool:

@@ -94,5 +94,8 @@ def get_model_card(model_id: str, request: Request, _caller: Caller) -> ModelCar
     service = service_of(request)
     model = service.model(model_id)
     return ModelCards.model_validate(
-        {"model": model.name, "backends": [backend_card(b.plugin_name, b.card) for b in model.backends]}
+        {
+            "model": model.name,
+            "backends": [backend_card(b.plugin_name, b.card, b.card_markdown()) for b in model.backends],
+        }
     )

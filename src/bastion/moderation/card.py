@@ -212,20 +212,31 @@ def model_card_markdown(card: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def markdown_html(markdown: str) -> str:
+    """Markdown as an HTML fragment, tables included; raw HTML in it is escaped, not passed on."""
+    return MarkdownIt("commonmark", {"html": False}).enable("table").render(markdown)
+
+
 def model_card_html(card: dict[str, Any]) -> str:
-    """`model_card_markdown` as an HTML fragment (raw HTML in the Markdown is escaped, not passed on)."""
-    return MarkdownIt("commonmark", {"html": False}).enable("table").render(model_card_markdown(card))
+    """`model_card_markdown` as an HTML fragment."""
+    return markdown_html(model_card_markdown(card))
 
 
-def backend_card(backend: str, card: dict[str, Any] | None) -> dict[str, Any]:
-    """`{backend, card, markdown, html}` for one backend; markdown and html are None without a card, or
-    when the card lacks what this version renders (a card from another version of `train`)."""
-    entry: dict[str, Any] = {"backend": backend, "card": card, "markdown": None, "html": None}
-    if card is None:
-        return entry
+def render_model_card(card: dict[str, Any], backend: str = "embedded") -> str | None:
+    """`model_card_markdown`, or None (logged) when the card lacks what this version renders (a card
+    from another version of `train`)."""
     try:
-        entry["markdown"] = model_card_markdown(card)
-        entry["html"] = model_card_html(card)
+        return model_card_markdown(card)
     except (KeyError, TypeError, ValueError) as exc:
         log.warning("cannot render the %s backend's model card: %r", backend, exc)
-    return entry
+        return None
+
+
+def backend_card(backend: str, card: dict[str, Any] | None, markdown: str | None) -> dict[str, Any]:
+    """`{backend, card, markdown, html}` for one backend (html rendered from the markdown)."""
+    return {
+        "backend": backend,
+        "card": card,
+        "markdown": markdown,
+        "html": markdown_html(markdown) if markdown is not None else None,
+    }

@@ -353,7 +353,7 @@ def card_command(
     service = ModerationService(load_settings())
     try:
         loaded = service.model(model)
-        cards = [backend_card(b.plugin_name, b.card) for b in loaded.backends]
+        cards = [backend_card(b.plugin_name, b.card, b.card_markdown()) for b in loaded.backends]
     except BastionError as exc:
         raise _fail(exc.message) from exc
     finally:
@@ -367,3 +367,30 @@ def card_command(
         raise _fail(f"model {loaded.name!r} has no model card (its backends: {backends})")
     for entry in rendered:
         typer.echo(entry["markdown"])
+
+
+@model_app.command("profanity-card")
+def profanity_card_command(
+    output: Annotated[
+        Path | None,
+        typer.Option(help="Where to write the card (default: the packaged artifacts/profanity.json)."),
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the row sampling (as in `train`).")] = 0,
+) -> None:
+    """Choose the `profanity` backend's thresholds on the training sources and write its card."""
+    from importlib import resources
+
+    from bastion.core.settings import load_settings
+    from bastion.moderation.backends.profanity import CARD, card_markdown, fit_card
+
+    try:
+        card = fit_card(load_settings(), seed=seed)
+    except BastionError as exc:
+        raise _fail(exc.message) from exc
+    target = output or Path(str(resources.files("bastion.moderation") / "artifacts" / CARD))
+    try:
+        target.write_text(json.dumps(card, indent=1) + "\n", encoding="utf-8")
+    except OSError as exc:
+        raise _fail(f"cannot write {target}: {exc.strerror or exc}") from exc
+    typer.echo(card_markdown(card))
+    console.print(f"wrote {target}")

@@ -73,6 +73,10 @@ class ModerationBackend(ABC):
         """The model card (`card.json`: data, held-out metrics, thresholds) when the model ships one."""
         return None
 
+    def card_markdown(self) -> str | None:
+        """The model card for people to read, when there is one."""
+        return None
+
     def describe(self) -> dict[str, Any]:
         """What produced the scores (plugin, options, model hashes): recorded in reports."""
         return {"plugin": self.plugin_name, "options": self.options.model_dump(mode="json")}

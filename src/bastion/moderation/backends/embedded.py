@@ -218,6 +218,12 @@ class EmbeddedBackend(ModerationBackend):
         """The heads folder's `card.json`."""
         return self.heads.card
 
+    def card_markdown(self) -> str | None:
+        """`card.json` as MODEL_CARD.md renders it."""
+        from bastion.moderation.card import render_model_card
+
+        return render_model_card(self.heads.card)
+
     def _encoder_path(self, options: EmbeddedOptions) -> Path | None:
         if options.encoder_path is not None:
             return Path(options.encoder_path).expanduser()
