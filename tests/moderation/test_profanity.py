@@ -77,9 +77,21 @@ def test_backend_reports_one_category_with_the_packaged_thresholds(tmp_path: Pat
 
 
 def test_a_missing_package_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    def missing(name: str) -> object:
-        raise ModuleNotFoundError(f"No module named {name!r}")
-
-    monkeypatch.setattr(profanity.resources, "files", missing)
+    monkeypatch.setattr(profanity, "PACKAGE", "no_such_package_here")
     with pytest.raises(DependencyMissing, match="pip install alt-profanity-check"):
         profanity.package_files()
+
+
+def test_serving_never_imports_the_package_or_scikit_learn(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    ProfanityWeights.load(tmp_path)  # the cache holds the weights now
+    code = (
+        "import sys; from pathlib import Path; "
+        "from bastion.moderation.backends.profanity import ProfanityWeights; "
+        f"w = ProfanityWeights.load(Path({str(tmp_path)!r})); w.probabilities(['you idiot']); "
+        "print(sorted(m for m in ('profanity_check', 'sklearn', 'joblib') if m in sys.modules))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
