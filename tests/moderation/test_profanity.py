@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bastion.core.errors import DependencyMissing
+from bastion.core.errors import ConfigError, DependencyMissing
 from bastion.core.settings import BackendSpec, load_settings
 from bastion.core.taxonomy import CATEGORY_KEYS
 from bastion.moderation.backends import profanity
@@ -74,6 +74,8 @@ def test_backend_reports_one_category_with_the_packaged_thresholds(tmp_path: Pat
         BackendSpec(plugin="profanity", options={"category": "hate", "threshold": 0.9}), settings
     )
     assert set(other.score(["idiot"])[0].scores) == {"hate"} and other.default_thresholds["hate"] == 0.9
+    with pytest.raises(ConfigError, match="unknown category 'rudeness'"):
+        create_backend(BackendSpec(plugin="profanity", options={"category": "rudeness"}), settings)
 
 
 def test_a_missing_package_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -24,10 +24,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from bastion.core.errors import ConfigError, DependencyMissing
 from bastion.core.settings import Settings
@@ -39,35 +39,26 @@ TOKEN = re.compile(r"(?u)\b\w\w+\b")  # the package's vectorizer: scikit-learn's
 CARD = "profanity.json"
 BENIGN_SOURCE_FPR = 0.01
 
-Category = Literal[
-    "harassment",
-    "harassment/threatening",
-    "hate",
-    "hate/threatening",
-    "illicit",
-    "illicit/violent",
-    "self-harm",
-    "self-harm/intent",
-    "self-harm/instructions",
-    "sexual",
-    "sexual/minors",
-    "violence",
-    "violence/graphic",
-]
-
 
 class ProfanityOptions(BaseModel):
     """Options of the `profanity` backend."""
 
     model_config = ConfigDict(extra="forbid")
 
-    category: Category = Field("harassment", description="The category its probability is reported for.")
+    category: str = Field("harassment", description="The category its probability is reported for.")
     threshold: float | None = Field(
         None, ge=0.0, le=1.0, description="Flag threshold; default: the packaged card's (`default` set)."
     )
     strict_threshold: float | None = Field(
         None, ge=0.0, le=1.0, description="Threshold of the `strict` set; default: the packaged card's."
     )
+
+    @field_validator("category")
+    @classmethod
+    def _known(cls, value: str) -> str:
+        if value not in CATEGORY_KEYS:
+            raise ValueError(f"unknown category {value!r}; one of: {', '.join(CATEGORY_KEYS)}")
+        return value
 
 
 def package_files() -> list[Path]:
