@@ -194,7 +194,8 @@ class ProfanityWeights:
             scale = 1.0 / math.sqrt(norm2) if norm2 > 0.0 else 0.0
             total = 0.0
             for k, (intercept, slope, offset) in enumerate(self._calibration):
-                total += 1.0 / (1.0 + math.exp(slope * (intercept + sums[k] * scale) + offset))
+                z = slope * (intercept + sums[k] * scale) + offset
+                total += 1.0 / (1.0 + math.exp(min(z, 700.0)))  # exp overflows past ~709
             out[i] = total / folds
         return out
 
