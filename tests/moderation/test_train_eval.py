@@ -171,6 +171,10 @@ def test_pooled_calibration_also_fits_on_source_held_out_scores(tmp_path: Path, 
     assert "pooled" not in validation["method"] and "--calibration pooled" in pooled["method"]
     moved = [k for k in CATEGORY_KEYS if abs(validation["scale"][k] - pooled["scale"][k]) > 1e-3]
     assert moved, "the source-held-out scores changed no category's Platt scaling"
+    from bastion.core.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="calibration is one of validation, pooled"):
+        train_heads(settings, output_dir=tmp_path / "x", spec=TrainSpec(calibration="bogus"), sources=sources)
 
 
 def test_ngram_heads_that_help_no_category_are_not_written(

@@ -11,7 +11,7 @@ from bastion.auth.deps import ANY_ROLE, require_roles
 from bastion.auth.keys import Principal
 from bastion.core.errors import InvalidRequest, PayloadTooLarge
 from bastion.core.settings import ModerationLimits
-from bastion.moderation.card import backend_card
+from bastion.moderation.card import model_cards
 from bastion.moderation.schemas import (
     ImagePart,
     ModelCards,
@@ -96,6 +96,6 @@ def get_model_card(model_id: str, request: Request, _caller: Caller) -> ModelCar
     return ModelCards.model_validate(
         {
             "model": model.name,
-            "backends": [backend_card(b.plugin_name, b.card, b.card_markdown()) for b in model.backends],
+            "backends": model_cards(model.backends),
         }
     )

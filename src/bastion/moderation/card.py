@@ -4,6 +4,7 @@ rendered as Markdown (`MODEL_CARD.md` beside it) and as HTML (the web UI's model
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 from markdown_it import MarkdownIt
@@ -240,3 +241,8 @@ def backend_card(backend: str, card: dict[str, Any] | None, markdown: str | None
         "markdown": markdown,
         "html": markdown_html(markdown) if markdown is not None else None,
     }
+
+
+def model_cards(backends: Sequence[Any]) -> list[dict[str, Any]]:
+    """`backend_card` for each of a loaded moderation model's backends, in order."""
+    return [backend_card(b.plugin_name, b.card, b.card_markdown()) for b in backends]

@@ -109,8 +109,6 @@ def train(
 
     try:
         settings = load_settings()
-        if calibration not in ("validation", "pooled"):
-            raise _fail(f"--calibration is 'validation' or 'pooled', not {calibration!r}")
         spec = TrainSpec(ngrams=NgramSpec() if ngrams else None, calibration=calibration)
         sources = with_sources(with_source)
         with progress_bar(disabled=json_output) as progress:
@@ -347,13 +345,13 @@ def card_command(
 ) -> None:
     """Print the model card: data, held-out metrics per category and language, thresholds, known limits."""
     from bastion.core.settings import load_settings
-    from bastion.moderation.card import backend_card
+    from bastion.moderation.card import model_cards
     from bastion.moderation.service import ModerationService
 
     service = ModerationService(load_settings())
     try:
         loaded = service.model(model)
-        cards = [backend_card(b.plugin_name, b.card, b.card_markdown()) for b in loaded.backends]
+        cards = model_cards(loaded.backends)
     except BastionError as exc:
         raise _fail(exc.message) from exc
     finally:

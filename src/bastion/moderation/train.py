@@ -36,6 +36,7 @@ from typing import Any
 
 import numpy as np
 
+from bastion.core.errors import ConfigError
 from bastion.core.settings import Settings
 from bastion.core.taxonomy import BY_KEY, CATEGORY_KEYS
 from bastion.moderation.card import model_card_markdown
@@ -60,6 +61,9 @@ RARE = (
     "violence",
     "violence/graphic",
 )
+
+
+CALIBRATIONS = ("validation", "pooled")
 
 
 @dataclass
@@ -111,11 +115,10 @@ class TrainSpec:
     random_test_fraction: float = 0.1
     precision_target: float = 0.6
     ngrams: NgramSpec | None = None
-    # "validation": Platt scaling on the random validation split; "pooled": on those rows twice, once with
-    # the shipped heads' logits and once with the source-held-out heads' (calibrated for seen and new
-    # sources alike).
-    calibration: str = "validation"
     """n-gram heads to train beside the embedding heads (`bastion moderation train --ngrams`)."""
+    calibration: str = "validation"
+    """Platt scaling on "validation" (the random validation split) or "pooled" (those rows twice: scored by
+    the shipped heads and by heads that never saw their source family)."""
     min_threshold: float = 0.05
     threshold_resamples: int = 50
     strict_benign_fpr: float = 0.05
@@ -439,18 +442,20 @@ def choose_thresholds(
             out[key] = max(0.5, floor)
             continue
         if resamples <= 0:
-            out[key] = _threshold(yj, sj, precision_target, floor)
+            out[key] = precision_threshold(yj, sj, precision_target, floor)
             continue
         cuts = []
         for _ in range(resamples):
             pick = rng.integers(0, len(yj), len(yj))
             if yj[pick].sum() >= 1:
-                cuts.append(_threshold(yj[pick], sj[pick], precision_target, floor))
-        out[key] = float(np.median(cuts)) if cuts else _threshold(yj, sj, precision_target, floor)
+                cuts.append(precision_threshold(yj[pick], sj[pick], precision_target, floor))
+        out[key] = float(np.median(cuts)) if cuts else precision_threshold(yj, sj, precision_target, floor)
     return out
 
 
-def _threshold(yj: np.ndarray, sj: np.ndarray, precision_target: float, floor: float) -> float:
+def precision_threshold(yj: np.ndarray, sj: np.ndarray, precision_target: float, floor: float) -> float:
+    """One category's default threshold: the max-F1 cut raised until precision reaches the target (where
+    it can), at least `floor`, at most 0.95."""
     order = np.argsort(-sj, kind="mergesort")
     tp = np.cumsum(yj[order])
     k = np.arange(1, len(order) + 1)
@@ -670,6 +675,8 @@ def train_heads(
 
     started = time.monotonic()
     spec = spec or TrainSpec()
+    if spec.calibration not in CALIBRATIONS:
+        raise ConfigError(f"calibration is one of {', '.join(CALIBRATIONS)}, not {spec.calibration!r}")
     out_dir = Path(output_dir) if output_dir is not None else default_artifacts_dir()
     out_dir.mkdir(parents=True, exist_ok=True)
     rng = random.Random(seed)

@@ -31,7 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from bastion.core.errors import ConfigError, DependencyMissing
 from bastion.core.settings import Settings
-from bastion.core.taxonomy import CATEGORY_KEYS
+from bastion.core.taxonomy import CATEGORY_KEYS, check_category
 from bastion.moderation.backends.base import BackendScores, ModerationBackend, moderation_backends
 
 PACKAGE = "profanity_check"
@@ -53,12 +53,7 @@ class ProfanityOptions(BaseModel):
         None, ge=0.0, le=1.0, description="Threshold of the `strict` set; default: the packaged card's."
     )
 
-    @field_validator("category")
-    @classmethod
-    def _known(cls, value: str) -> str:
-        if value not in CATEGORY_KEYS:
-            raise ValueError(f"unknown category {value!r}; one of: {', '.join(CATEGORY_KEYS)}")
-        return value
+    _known_category = field_validator("category")(check_category)
 
 
 def package_files() -> list[Path]:
@@ -317,7 +312,13 @@ def fit_card(settings: Settings, seed: int = 0, category: str = "harassment") ->
 
     from bastion.moderation.datasets import load_all
     from bastion.moderation.evaluate import average_precision
-    from bastion.moderation.train import TrainSpec, _threshold, is_benign, is_test_source, select_rows
+    from bastion.moderation.train import (
+        TrainSpec,
+        is_benign,
+        is_test_source,
+        precision_threshold,
+        select_rows,
+    )
 
     spec = TrainSpec()
     rows = select_rows(load_all(settings.data_dir).rows, spec, random.Random(seed))
@@ -337,7 +338,7 @@ def fit_card(settings: Settings, seed: int = 0, category: str = "harassment") ->
         return None if found is None else float(found)
 
     train = ~test & (label >= 0)
-    rule = _threshold(label[train], scores[train], spec.precision_target, spec.min_threshold)
+    rule = precision_threshold(label[train], scores[train], spec.precision_target, spec.min_threshold)
     default = max(rule, float(np.quantile(scores[~test & benign_source], 1.0 - BENIGN_SOURCE_FPR)))
     cap = float(np.quantile(scores[~test & benign], 1.0 - spec.strict_benign_fpr))
     strict = float(np.clip(max(default, cap), spec.min_threshold, 0.95))
