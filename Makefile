@@ -59,6 +59,7 @@ bench: $(STAMPS)/dev
 	$(PY) benchmarks/moderation_throughput.py
 	$(PY) benchmarks/moderation_quality.py
 	$(PY) benchmarks/context_probe.py
+	$(PY) benchmarks/explanation_quality.py
 	$(PY) benchmarks/gateway_overhead.py
 	$(PY) benchmarks/redteam_throughput.py
 

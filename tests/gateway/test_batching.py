@@ -17,6 +17,7 @@ class FakeService:
 
     def __init__(self) -> None:
         self.batches: list[tuple[list[str], str | None]] = []
+        self.word_spans: list[bool] = []
 
     def moderate(
         self,
@@ -24,7 +25,9 @@ class FakeService:
         model: str | None = None,
         explain: bool = False,
         threshold_set: str | None = None,
+        word_spans: bool = True,
     ) -> Any:
+        self.word_spans.append(word_spans)
         if model == "broken":
             raise RuntimeError("model failed")
         time.sleep(0.02)
@@ -54,6 +57,7 @@ def test_concurrent_calls_are_batched_and_answered_in_order() -> None:
     assert answers == {i: [False, bool(i % 2)] for i in range(12)}
     assert len(service.batches) < 12  # some calls shared a batch
     assert sum(len(texts) for texts, _ in service.batches) == 24
+    assert set(service.word_spans) == {False}  # the gateway redacts whole windows, never asks for words
 
 
 def test_models_are_not_mixed_and_errors_reach_the_caller() -> None:
@@ -86,9 +90,10 @@ class ThreadRecordingService(FakeService):
         model: str | None = None,
         explain: bool = False,
         threshold_set: str | None = None,
+        word_spans: bool = True,
     ) -> Any:
         self.threads.append(threading.current_thread().name)
-        return super().moderate(texts, model, explain)
+        return super().moderate(texts, model, explain, threshold_set, word_spans)
 
 
 def test_an_idle_batcher_scores_on_the_callers_thread(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -103,6 +108,7 @@ def test_an_idle_batcher_scores_on_the_callers_thread(monkeypatch: pytest.Monkey
         batcher.moderate(["x"], "broken", False)
     batcher.moderate(["again"], None, False)  # the failure released the scoring lock
     assert len(service.threads) == 3
+    assert set(service.word_spans) == {False}
 
 
 def test_calls_arriving_while_one_is_scored_inline_are_batched(monkeypatch: pytest.MonkeyPatch) -> None:

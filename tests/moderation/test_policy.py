@@ -74,3 +74,19 @@ def test_backend_flags_replace_its_thresholds() -> None:
     result = combine("t", [remote], [HALF], {})
     assert result.categories["hate"]
     assert not result.categories["sexual"]
+
+
+def test_overlapping_spans_from_several_backends_are_joined() -> None:
+    text = "I am going to kill you tonight"
+    result = combine(
+        text,
+        [
+            BackendScores({"violence": 0.9}, spans={"violence": [(14, 18)]}),
+            BackendScores({"violence": 0.8}, spans={"violence": [(0, 22), (23, 30)]}),
+        ],
+        [HALF, HALF],
+        {},
+        explain=True,
+    )
+    assert result.explanations is not None
+    assert [s.text for s in result.explanations["violence"]] == ["I am going to kill you", "tonight"]

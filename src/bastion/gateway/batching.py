@@ -75,7 +75,7 @@ class ModerationBatcher:
         ):
             try:
                 return self.service.moderate(
-                    list(texts), model=model, explain=explain, threshold_set=threshold_set
+                    list(texts), model=model, explain=explain, threshold_set=threshold_set, word_spans=False
                 )
             finally:
                 self._scoring.release()
@@ -135,7 +135,11 @@ class ModerationBatcher:
             with self._scoring:
                 first = batch[0]
                 name, results = self.service.moderate(
-                    texts, model=first.model, explain=first.explain, threshold_set=first.threshold_set
+                    texts,
+                    model=first.model,
+                    explain=first.explain,
+                    threshold_set=first.threshold_set,
+                    word_spans=False,
                 )
         except BaseException as exc:
             for call in batch:

@@ -60,11 +60,22 @@ def combine(
     explanations = None
     if explain:
         explanations = {
-            key: [Span(start=s, end=e, text=text[s:e]) for s, e in sorted(set(spans.get(key, [])))]
+            key: [Span(start=s, end=e, text=text[s:e]) for s, e in _union(spans.get(key, []))]
             for key in CATEGORY_KEYS
             if flags[key]
         }
     return ModerationResult.build(scores, flags, explanations=explanations)
+
+
+def _union(spans: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Sorted spans, overlapping ones (from several backends) joined: each character is shown once."""
+    out: list[tuple[int, int]] = []
+    for start, end in sorted(set(spans)):
+        if out and start < out[-1][1]:
+            out[-1] = (out[-1][0], max(end, out[-1][1]))
+        else:
+            out.append((start, end))
+    return out
 
 
 def _clip(value: float) -> float:

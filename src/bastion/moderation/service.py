@@ -5,12 +5,13 @@ from __future__ import annotations
 import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from typing import Any
 
 from bastion.core.errors import BastionError, ConfigError, ModelNotFound
 from bastion.core.records import ModerationResult
 from bastion.core.settings import ModerationModelSpec, Settings
-from bastion.moderation.backends.base import ModerationBackend, create_backend
+from bastion.moderation.backends.base import BackendScores, ModerationBackend, create_backend
 from bastion.moderation.policy import combine
 
 
@@ -60,9 +61,18 @@ class ModerationModel:
         ]
 
     def moderate(
-        self, texts: Sequence[str], explain: bool = False, threshold_set: str | None = None
+        self,
+        texts: Sequence[str],
+        explain: bool = False,
+        threshold_set: str | None = None,
+        word_spans: bool = True,
     ) -> list[ModerationResult]:
-        """A verdict per text, in order; flags use the named threshold set (policy overrides still win)."""
+        """A verdict per text, in order; flags use the named threshold set (policy overrides still win).
+
+        With `explain`, each flagged category comes with the spans behind it: the words that drove it
+        (`ModerationBackend.explain`, asked of the backends whose own thresholds it passed, else of the
+        highest-scoring one), or with `word_spans=False` the windows, sentences and list matches the
+        scores came with (no extra inference; the gateway redacts those)."""
         cleaned = [clean_text(t) for t in texts]
         if not cleaned:
             return []
@@ -74,16 +84,47 @@ class ModerationModel:
                 raise ConfigError(
                     f"backend {backend.plugin_name!r} returned {len(scores)} results for {len(cleaned)}"
                 )
-        return [
-            combine(
-                text,
-                [scores[i] for scores in per_backend],
-                thresholds,
-                self.policy_thresholds,
-                explain,
-            )
-            for i, text in enumerate(cleaned)
-        ]
+        results = []
+        for i, text in enumerate(cleaned):
+            found = [scores[i] for scores in per_backend]
+            result = combine(text, found, thresholds, self.policy_thresholds, explain and not word_spans)
+            if explain and word_spans:
+                flagged = result.flagged_categories
+                if flagged:
+                    with self._lock:
+                        found = self._explained(text, found, thresholds, flagged)
+                result = combine(text, found, thresholds, self.policy_thresholds, True)
+            results.append(result)
+        return results
+
+    def _explained(
+        self,
+        text: str,
+        found: list[BackendScores],
+        thresholds: list[dict[str, float]],
+        flagged: list[str],
+    ) -> list[BackendScores]:
+        """`found` with each backend's spans replaced by its explanation of the flagged categories it
+        drove: those where it passed its own threshold (or flagged), else, for a category no backend
+        passed alone (a policy threshold), the backend with the highest score. A category none of its
+        drivers can narrow to words keeps the spans its scores came with."""
+        drivers: dict[str, list[int]] = {}
+        for key in flagged:
+            drivers[key] = [
+                b
+                for b, (scores, limits) in enumerate(zip(found, thresholds, strict=True))
+                if (scores.flags or {}).get(key, False)
+                or (scores.flags is None and scores.scores.get(key, 0.0) >= limits.get(key, 0.5))
+            ] or [max(range(len(found)), key=lambda b: found[b].scores.get(key, 0.0))]
+        explained: list[dict[str, list[tuple[int, int]]]] = []
+        for b, (backend, scores) in enumerate(zip(self.backends, found, strict=True)):
+            keys = [key for key in flagged if b in drivers[key]]
+            explained.append(backend.explain(text, scores, keys) if keys else {})
+        for key, which in drivers.items():
+            if not any(explained[b].get(key) for b in which):
+                for b in which:
+                    explained[b][key] = list(found[b].spans.get(key, []))
+        return [replace(scores, spans=spans) for scores, spans in zip(found, explained, strict=True)]
 
     def _score_all(self, texts: list[str]) -> list[list[Any]]:
         """Every backend's scores. The other backends run on a helper thread while the first (the model,
@@ -157,10 +198,13 @@ class ModerationService:
         model: str | None = None,
         explain: bool = False,
         threshold_set: str | None = None,
+        word_spans: bool = True,
     ) -> tuple[str, list[ModerationResult]]:
-        """(resolved model name, a verdict per text)."""
+        """(resolved model name, a verdict per text); see `ModerationModel.moderate`."""
         loaded = self.model(model)
-        return loaded.name, loaded.moderate(texts, explain=explain, threshold_set=threshold_set)
+        return loaded.name, loaded.moderate(
+            texts, explain=explain, threshold_set=threshold_set, word_spans=word_spans
+        )
 
     def close(self) -> None:
         """Release every loaded model."""

@@ -58,6 +58,14 @@ class ModerationBackend(ABC):
     def score(self, texts: Sequence[str]) -> list[BackendScores]:
         """Scores for each text, in order."""
 
+    def explain(
+        self, text: str, scores: BackendScores, categories: Sequence[str]
+    ) -> dict[str, list[tuple[int, int]]]:
+        """The character spans of `text` behind each of `categories` (flagged, and driven by this backend's
+        `scores` for the text): by default the spans the scores came with. Backends that can point at the
+        words themselves override it."""
+        return {key: list(scores.spans.get(key, [])) for key in categories}
+
     @property
     def default_thresholds(self) -> dict[str, float]:
         """Flag thresholds shipped with the backend's model (0.5 unless it knows better)."""

@@ -336,6 +336,27 @@ class EmbeddedBackend(ModerationBackend):
             out.append((best[t], spans))
         return out
 
+    def explain(
+        self, text: str, scores: BackendScores, categories: Sequence[str]
+    ) -> dict[str, list[tuple[int, int]]]:
+        """The words of each category's window or sentence whose removal lowers its score most
+        (`explain.occlusion_spans`; one batch per distinct span)."""
+        from bastion.moderation.explain import occlusion_spans
+
+        def rows(texts: list[str]) -> np.ndarray:
+            with self._lock:
+                return np.stack([row for row, _ in self._compute(texts)])
+
+        by_span: dict[tuple[int, int], list[int]] = {}
+        for key in categories:
+            for span in scores.spans.get(key, []):
+                by_span.setdefault(span, []).append(CATEGORY_KEYS.index(key))
+        out: dict[str, list[tuple[int, int]]] = {key: [] for key in categories}
+        for span, columns in by_span.items():
+            for column, spans in occlusion_spans(rows, text, span, columns).items():
+                out[CATEGORY_KEYS[column]].extend(spans)
+        return out
+
     def close(self) -> None:
         """Stop the runtime's worker threads."""
         closer = getattr(self.encoder, "close", None)

@@ -194,6 +194,26 @@ class ProfanityWeights:
             out[i] = total / folds
         return out
 
+    def word_spans(self, text: str, share: float = 0.5) -> list[tuple[int, int]]:
+        """Where `text`'s offensive words are: every occurrence of each word whose weight toward
+        "offensive" (the SVMs' weight times its idf, each scaled by its calibration's slope, averaged) is
+        positive and at least `share` of the largest such weight in the text."""
+        weight: dict[str, float] = {}
+        found: list[tuple[str, tuple[int, int]]] = []
+        for match in TOKEN.finditer(text):
+            word = match.group().lower()
+            row = self._table.get(word)
+            if row is None:
+                continue
+            if word not in weight:
+                # p = sigmoid(-z) with z = slope * decision + offset: a word pushes p up by -slope * weight.
+                weight[word] = sum(-c[1] * w for c, w in zip(self._calibration, row[1:], strict=True))
+            found.append((word, match.span()))
+        top = max(weight.values(), default=0.0)
+        if top <= 0.0:
+            return []
+        return [span for word, span in found if weight[word] >= share * top]
+
 
 def packaged_card() -> dict[str, Any]:
     """`artifacts/profanity.json`: the thresholds chosen on the training sources, their rule and data."""
@@ -285,6 +305,16 @@ class ProfanityBackend(ModerationBackend):
     def score(self, texts: Sequence[str]) -> list[BackendScores]:
         """The probability of offensive language, for the configured category."""
         return [BackendScores(scores={self.category: float(p)}) for p in self.weights.probabilities(texts)]
+
+    def explain(
+        self, text: str, scores: BackendScores, categories: Sequence[str]
+    ) -> dict[str, list[tuple[int, int]]]:
+        """The offensive words of `text` (`ProfanityWeights.word_spans`), for its category."""
+        if self.category not in categories:
+            return {}
+        from bastion.moderation.explain import merge_adjacent
+
+        return {self.category: merge_adjacent(text, self.weights.word_spans(text))}
 
     def describe(self) -> dict[str, Any]:
         """Plugin, options, the thresholds in use and the package's version."""

@@ -1,0 +1,86 @@
+"""Word-level explanations: which words of a flagged window or sentence drove a category's score.
+
+A model backend reports the window or sentence that gave each category its score. For `explain=true`
+that span is narrowed by occlusion: the span is scored alone, then once without each of its words (all
+in one batch), and the words whose removal lowers the category's score most are the explanation (every
+word whose drop is at least `share` of the largest drop). When no single word matters (the evidence is
+spread over the span, or repeated) there is no word-level answer, and the caller keeps the span whole
+unless another backend points at words.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+WORD = re.compile(r"\w+(?:['’]\w+)*")
+"""A word: letters and digits, with inner apostrophes ("don't"); punctuation is never part of a span."""
+
+MAX_WORDS = 64
+"""Spans with more words get no word-level answer (one occlusion batch stays small)."""
+
+Span = tuple[int, int]
+
+
+def word_spans(text: str, start: int = 0, end: int | None = None) -> list[Span]:
+    """The (start, end) character offsets of the words of `text[start:end]`, in `text`'s coordinates."""
+    end = len(text) if end is None else end
+    return [(m.start() + start, m.end() + start) for m in WORD.finditer(text[start:end])]
+
+
+def without(text: str, span: Span, removed: Sequence[Span]) -> str:
+    """`text[span]` with the `removed` word spans cut out and white space collapsed."""
+    parts: list[str] = []
+    position = span[0]
+    for start, end in sorted(removed):
+        parts.append(text[position:start])
+        position = end
+    parts.append(text[position : span[1]])
+    return " ".join("".join(parts).split())
+
+
+def merge_adjacent(text: str, spans: Sequence[Span]) -> list[Span]:
+    """Sorted spans, those separated only by white space joined into one."""
+    merged: list[Span] = []
+    for start, end in sorted(set(spans)):
+        if merged and (start <= merged[-1][1] or not text[merged[-1][1] : start].strip()):
+            merged[-1] = (merged[-1][0], max(end, merged[-1][1]))
+        else:
+            merged.append((start, end))
+    return merged
+
+
+def occlusion_spans(
+    score: Callable[[list[str]], np.ndarray],
+    text: str,
+    span: Span,
+    columns: Sequence[int],
+    *,
+    share: float = 0.5,
+    min_drop: float = 0.02,
+    max_words: int = MAX_WORDS,
+) -> dict[int, list[Span]]:
+    """For each column (a category's index in `score`'s rows), the words of `text[span]` that drove it.
+
+    `score(texts)` returns one row of category probabilities per text. A span of one word is its own
+    answer; a column whose largest drop is under `min_drop`, and every column of a span of more than
+    `max_words` words or none, gets `[]` (no word stands out).
+    """
+    words = word_spans(text, *span)
+    if len(words) == 1:
+        return {c: list(words) for c in columns}
+    if not words or len(words) > max_words:
+        return {c: [] for c in columns}
+    rows = np.asarray(score([without(text, span, []), *(without(text, span, [w]) for w in words)]))
+    out: dict[int, list[Span]] = {}
+    for column in columns:
+        drops = rows[0, column] - rows[1:, column]
+        top = float(drops.max())
+        if top < min_drop:
+            out[column] = []
+            continue
+        cut = max(min_drop, share * top)
+        out[column] = merge_adjacent(text, [w for w, d in zip(words, drops, strict=True) if d >= cut])
+    return out

@@ -1,0 +1,104 @@
+"""Word-level explanations: occlusion over a flagged span, offensive words, and the service's drivers."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+
+from bastion.core.settings import BackendSpec, load_settings
+from bastion.core.taxonomy import CATEGORY_KEYS
+from bastion.moderation.backends.base import create_backend
+from bastion.moderation.explain import merge_adjacent, occlusion_spans, without, word_spans
+
+HARASSMENT = CATEGORY_KEYS.index("harassment")
+VIOLENCE = CATEGORY_KEYS.index("violence")
+
+
+def keyword_scorer(weights: dict[str, float], column: int = HARASSMENT) -> tuple[list[list[str]], object]:
+    """A score function: the column is the sum of the weights of the words present (capped at 1); the
+    texts it was asked about are recorded."""
+    asked: list[list[str]] = []
+
+    def score(texts: list[str]) -> np.ndarray:
+        asked.append(list(texts))
+        rows = np.zeros((len(texts), len(CATEGORY_KEYS)))
+        for i, text in enumerate(texts):
+            words = re.findall(r"\w+", text.lower())
+            rows[i, column] = min(1.0, sum(w for k, w in weights.items() if k in words))
+        return rows
+
+    return asked, score
+
+
+def test_words_and_cuts_keep_offsets_and_drop_punctuation() -> None:
+    text = "Well... you're an idiot, okay?"
+    assert [text[a:b] for a, b in word_spans(text)] == ["Well", "you're", "an", "idiot", "okay"]
+    assert [text[a:b] for a, b in word_spans(text, 8, 24)] == ["you're", "an", "idiot"]
+    assert without(text, (8, 24), [(18, 23)]) == "you're an ,"
+    assert merge_adjacent("a  b, c", [(5, 6), (0, 1), (3, 4)]) == [(0, 4), (5, 6)]
+
+
+def test_the_word_whose_removal_lowers_the_score_is_the_explanation() -> None:
+    text = "Honestly, you are an idiot and a fool."
+    asked, score = keyword_scorer({"idiot": 0.7, "fool": 0.2, "you": 0.05})
+    spans = occlusion_spans(score, text, (0, len(text)), [HARASSMENT])  # type: ignore[arg-type]
+    assert [text[a:b] for a, b in spans[HARASSMENT]] == ["idiot"]
+    assert len(asked) == 1 and len(asked[0]) == 1 + 8  # the span, then once without each of its 8 words
+    both = occlusion_spans(score, text, (0, len(text)), [HARASSMENT], share=0.2)  # type: ignore[arg-type]
+    assert [text[a:b] for a, b in both[HARASSMENT]] == ["idiot", "fool"]
+
+
+def test_adjacent_words_that_matter_become_one_span() -> None:
+    text = "I will shoot you tomorrow"
+    _, score = keyword_scorer({"shoot": 0.5, "you": 0.4}, VIOLENCE)
+    spans = occlusion_spans(score, text, (0, len(text)), [VIOLENCE, HARASSMENT])  # type: ignore[arg-type]
+    assert [text[a:b] for a, b in spans[VIOLENCE]] == ["shoot you"]
+    assert spans[HARASSMENT] == []  # no word moves it: no word-level answer
+
+
+def test_spread_out_evidence_and_long_spans_get_no_word_level_answer() -> None:
+    text = "idiot idiot idiot"
+    _, score = keyword_scorer({"idiot": 1.0})  # any one occurrence is enough: no single removal matters
+    assert occlusion_spans(score, text, (0, len(text)), [HARASSMENT]) == {HARASSMENT: []}  # type: ignore[arg-type]
+    long = " ".join(["word"] * 70)
+    asked, score = keyword_scorer({"word": 1.0})
+    assert occlusion_spans(score, long, (0, len(long)), [HARASSMENT]) == {HARASSMENT: []}  # type: ignore[arg-type]
+    assert asked == []  # not scored at all
+    assert occlusion_spans(score, "  idiot! ", (0, 9), [HARASSMENT]) == {HARASSMENT: [(2, 7)]}  # type: ignore[arg-type]
+
+
+def test_offensive_words_are_the_profanity_backends_explanation(tmp_path: Path) -> None:
+    backend = create_backend(BackendSpec(plugin="profanity"), load_settings(home=tmp_path))
+    text = "Nice weather today, you stupid fucking idiot. See you at the party."
+    [scores] = backend.score([text])
+    spans = backend.explain(text, scores, ["harassment", "violence"])
+    assert set(spans) == {"harassment"}
+    found = [text[a:b] for a, b in spans["harassment"]]
+    assert found and all(w in "stupid fucking idiot" for w in found)
+    assert backend.explain(text, scores, ["violence"]) == {}
+    assert backend.explain("Will it rain in Paris?", scores, ["harassment"]) == {"harassment": []}
+
+
+def test_the_default_model_explains_with_words_and_the_gateway_gets_whole_sentences() -> None:
+    from bastion.moderation.service import ModerationService
+
+    service = ModerationService(load_settings())
+    text = "Thanks for the recipe, it was great. I will stab you to death tomorrow."
+    sentence = text.index("I will")
+    try:
+        _, [words] = service.moderate([text], explain=True)
+        _, [whole] = service.moderate([text], explain=True, word_spans=False)
+        _, [plain] = service.moderate([text])
+    finally:
+        service.close()
+    assert words.categories["violence"] and words.explanations is not None and whole.explanations is not None
+    assert set(words.explanations) == set(whole.explanations) == set(words.flagged_categories)
+    violence = words.explanations["violence"]
+    assert violence and all(span.start >= sentence for span in violence)  # in the harmful sentence...
+    assert sum(s.end - s.start for s in violence) < len(text) - sentence - 1  # ...narrower than it
+    assert "stab" in " ".join(span.text for span in violence)
+    assert [(s.start, s.end) for s in whole.explanations["violence"]] == [(sentence, len(text))]
+    assert words.category_scores == whole.category_scores == plain.category_scores
+    assert plain.explanations is None
