@@ -20,6 +20,7 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow]
 SCREENSHOT = Path(os.environ.get("BASTION_PLAYGROUND_SCREENSHOT", "/tmp/playground.png"))
 THREAT = "I am going to kill you and your whole family tonight"
 WEATHER = "What's the weather like in Paris tomorrow?"
+INSULT = "Thanks for the help yesterday, you stupid idiot."
 VIOLENT_CATEGORIES = {"violence", "harassment", "harassment/threatening", "violence/graphic"}
 TIMEOUT_MS = 30_000
 
@@ -87,6 +88,12 @@ def test_playground_flags_a_threat_and_passes_a_question(
     expect(verdict).to_have_attribute("data-flagged", "false")
     expect(page.locator("[data-testid=category-row][data-flagged=true]")).to_have_count(0)
     expect(page.get_by_test_id("highlight")).to_have_count(0)
+
+    # Highlights mark the words behind a flag, not the whole sentence.
+    moderate(page, INSULT)
+    expect(verdict).to_have_text("FLAGGED")
+    marked = " ".join(page.get_by_test_id("highlight").all_inner_texts())
+    assert "idiot" in marked and "Thanks" not in marked and "yesterday" not in marked, marked
 
     # Ctrl+Enter submits too.
     page.get_by_test_id("text-input").fill(THREAT)
