@@ -79,6 +79,12 @@ def test_moderate_arguments_files_and_stdin(env: dict[str, str], tmp_path: Path)
     assert [json.loads(line)["flagged"] for line in piped.stdout.splitlines()] == [False]
     table = run(["moderate", weather], env)
     assert table.returncode == 0 and "model: bastion-embedded" in table.stdout
+    # The table shows the words behind each flag; text that looks like console markup is shown as is.
+    insult = "[/b] Thanks for the help, you stupid idiot."
+    explained = run(["moderate", "--explain", insult], {**env, "COLUMNS": "200"})
+    assert explained.returncode == 0, explained.stderr
+    assert "why (explain)" in explained.stdout and "harassment: 'stupid idiot'" in explained.stdout
+    assert "[/b]" in explained.stdout
 
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)

@@ -10,6 +10,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
@@ -93,10 +94,21 @@ def moderate(
     service.close()
     if as_json:
         return
-    table = Table("text", "flagged", "top categories (score)", title=f"model: {name}")
+    columns = ["text", "flagged", "top categories (score)"] + (["why (explain)"] if explain else [])
+    table = Table(*columns, title=f"model: {name}")
     for text, result in zip(inputs, results, strict=True):
         top = sorted(result.category_scores.items(), key=lambda kv: kv[1], reverse=True)[:3]
         shown = ", ".join(f"{k} {v:.2f}" for k, v in top)
         preview = text if len(text) <= 60 else text[:57] + "..."
-        table.add_row(preview, "[red]yes[/red]" if result.flagged else "no", shown)
+        row = [escape(preview), "[red]yes[/red]" if result.flagged else "no", shown]
+        if explain:
+            row.append(
+                escape(
+                    "\n".join(
+                        f"{key}: " + ", ".join(repr(span.text) for span in spans)
+                        for key, spans in (result.explanations or {}).items()
+                    )
+                )
+            )
+        table.add_row(*row)
     Console().print(table)
