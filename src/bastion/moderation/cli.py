@@ -100,9 +100,9 @@ def moderate(
         top = sorted(result.category_scores.items(), key=lambda kv: kv[1], reverse=True)[:3]
         shown = ", ".join(f"{k} {v:.2f}" for k, v in top)
         preview = text if len(text) <= 60 else text[:57] + "..."
-        row = [escape(preview), "[red]yes[/red]" if result.flagged else "no", shown]
+        cells = [escape(preview), "[red]yes[/red]" if result.flagged else "no", shown]
         if explain:
-            row.append(
+            cells.append(
                 escape(
                     "\n".join(
                         f"{key}: " + ", ".join(repr(span.text) for span in spans)
@@ -110,5 +110,5 @@ def moderate(
                     )
                 )
             )
-        table.add_row(*row)
+        table.add_row(*cells)
     Console().print(table)
