@@ -2,9 +2,10 @@
 
 A backend implements one method, `score(texts) -> list[BackendScores]`: a probability in [0, 1] for
 each of the 13 categories per text (missing keys count as 0). Long texts are the backend's to chunk,
-taking the max over chunks, because only it knows its window. Options are a pydantic model on the
-class (`Options`, `extra="forbid"`); heavy frameworks are imported inside `__init__`, never at module
-import, so that listing plugins stays cheap.
+taking the max over chunks, because only it knows its window. It may also override `explain`, which
+narrows the spans behind a flagged category to the words that drove it (`explain=true`). Options are a
+pydantic model on the class (`Options`, `extra="forbid"`); heavy frameworks are imported inside
+`__init__`, never at module import, so that listing plugins stays cheap.
 """
 
 from __future__ import annotations

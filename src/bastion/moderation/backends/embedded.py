@@ -34,6 +34,7 @@ from bastion.core.errors import BackendError, ConfigError, DependencyMissing
 from bastion.core.settings import Settings
 from bastion.core.taxonomy import CATEGORY_KEYS
 from bastion.moderation.backends.base import BackendScores, ModerationBackend, moderation_backends
+from bastion.moderation.explain import occlusion_spans
 from bastion.moderation.heads import HeadParams
 from bastion.moderation.ngrams import NgramModel
 
@@ -341,7 +342,6 @@ class EmbeddedBackend(ModerationBackend):
     ) -> dict[str, list[tuple[int, int]]]:
         """The words of each category's window or sentence whose removal lowers its score most
         (`explain.occlusion_spans`; one batch per distinct span)."""
-        from bastion.moderation.explain import occlusion_spans
 
         def rows(texts: list[str]) -> np.ndarray:
             with self._lock:
