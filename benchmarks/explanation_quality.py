@@ -7,10 +7,11 @@ Toxic Spans (`../shared/data/toxic-spans`) holds Civil Comments posts in which c
 the toxic words. A character is toxic when at least half of a post's raters marked it (posts with more than
 ten raters are screening items and are skipped). The posts scored here were never trained on: not among
 the rows the shipped heads were trained on (`select_rows`, seed 0), nor among the texts of the encoder's
-distillation and fine-tuning passes (`DistillSpec.max_texts` texts drawn with each pass's seed, 0, 1, 3 and
-4, from today's data: the passes ran on the data of their day, so this is close, not exact). The first 800
-such posts in a seeded order were used to choose the occlusion settings (`explain.occlusion_spans`: share
-0.5, word boundaries; `--tuning` scores them) and are skipped; the next `--posts` are scored.
+distillation and fine-tuning passes (`ENCODER_PASSES`: each pass's seed and number of texts, drawn from
+today's data; the passes ran on the data of their day, so this is close, not exact). The occlusion settings
+(`explain.occlusion_spans`: share 0.5, word boundaries) were chosen on the first 800 posts, in a seeded
+order, of those the encoder had not seen before its last pass (`--tuning` scores them); the posts after
+them that no pass saw are scored, up to `--posts`.
 
 The metric is SemEval-2021 Task 5's: per post, the F1 of the predicted against the gold character offsets
 (1 when both are empty, 0 when only one is), averaged over posts; printed over all posts and over the posts
@@ -47,7 +48,8 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
 TUNING_POSTS = 800
 MAX_RATERS = 10
-ENCODER_SEEDS = (0, 1, 3, 4)
+ENCODER_PASSES = ((0, 16000), (1, 16000), (3, 16000), (4, 16000), (10, 100000))
+"""(seed, --max-texts) of the shipped encoder's distillation and fine-tuning passes (`distill.json`)."""
 
 
 def gold_spans(folder: Path) -> list[tuple[str, set[int]]]:
@@ -77,17 +79,15 @@ def gold_spans(folder: Path) -> list[tuple[str, set[int]]]:
     return out
 
 
-def trained_texts(settings: Any) -> set[str]:
-    """Toxic Spans texts the shipped heads or (approximately) the shipped encoder's passes trained on."""
+def trained_texts(settings: Any, passes: tuple[tuple[int, int], ...]) -> set[str]:
+    """Toxic Spans texts the shipped heads or (approximately) the encoder's `passes` trained on."""
     from bastion.moderation.datasets import load_all
-    from bastion.moderation.distill import DistillSpec
     from bastion.moderation.train import TrainSpec, is_test_source, select_rows
 
     spec = TrainSpec()
     rows = load_all(settings.data_dir).rows
     used = {r.text for r in select_rows(rows, spec, random.Random(0)) if r.source == "toxic-spans"}
-    limit = DistillSpec().max_texts
-    for seed in ENCODER_SEEDS:
+    for seed, limit in passes:
         chosen = [
             r for r in select_rows(rows, spec, random.Random(seed)) if not is_test_source(r.source, spec)
         ]
@@ -141,14 +141,16 @@ def main() -> None:
     from benchmarks.machine import cpu_line
 
     settings = load_settings()
-    used = trained_texts(settings)
+    before = trained_texts(settings, ENCODER_PASSES[:-1])
+    seen = before | trained_texts(settings, ENCODER_PASSES[-1:])
     posts = [
         (text, gold)
         for text, gold in gold_spans(settings.data_dir / "toxic-spans")
-        if text.strip() not in used
+        if text.strip() not in before
     ]
     random.Random(0).shuffle(posts)
-    posts = posts[:TUNING_POSTS] if args.tuning else posts[TUNING_POSTS : TUNING_POSTS + args.posts]
+    posts = posts[:TUNING_POSTS] if args.tuning else posts[TUNING_POSTS:]
+    posts = [(text, gold) for text, gold in posts if text.strip() not in seen][: args.posts]
     service = ModerationService(settings)
     service.moderate(["warm up"], explain=True)
     scores: dict[str, list[float]] = defaultdict(list)

@@ -8,11 +8,11 @@ Measured in one run, on the same texts, for each system:
 - held-out quality on the *test sources* (`TrainSpec.test_sources`: whole data sets and RTP-LX locales
   that the shipped heads never trained on, calibrated on or tuned thresholds on): any-harm AUPRC and
   AUPRC per category. Texts are cut to `max_train_chars` and scored as served (max over windows and
-  sentences). The previous shipped model (`benchmarks/baselines/embedded_v4`: the 3-layer encoder with
-  its full feed-forward width and its heads, held out the same way) runs on its own encoder; a second line
-  compares,
-  on the five whole test data sets only, the first shipped recipe retrained without them
-  (`baselines/embedded_v1_recipe_heldout`); alt-profanity-check gives one any-harm score;
+  sentences). The previous shipped model (`benchmarks/baselines/embedded_v5`: the encoder before its last
+  fine-tuning pass, on all training texts, and its heads, held out the same way) runs on its own
+  encoder; a second line compares, on the five whole test data sets only, the first shipped recipe
+  retrained without them (`baselines/embedded_v1_recipe_heldout`); alt-profanity-check gives one any-harm
+  score;
 - XSTest (never trained or tuned on): share of the 250 safe prompts flagged and of the 200 unsafe
   prompts caught, each system at its own thresholds (alt-profanity-check at 0.5), texts served whole
   (max over 256-token windows);
@@ -21,10 +21,10 @@ Measured in one run, on the same texts, for each system:
 - the team-written hate-speech functional tests (`artifacts/functional_tests.jsonl`): accuracy per
   function (hateful when the hate score passes its threshold; profanity-check: probability ≥ 0.5).
 
-"shipped" is the default model as served: the embedded heads and the `profanity` backend
-(alt-profanity-check's model, reported as harassment), combined as the service does: a category's score is
-the max over backends, and a text is flagged for harassment when either passes its own threshold. The
-any-harm AUPRC of the heads alone is printed beside it.
+"shipped" and "previous" are each served as the default model serves them: the embedded heads and the
+`profanity` backend (alt-profanity-check's model, reported as harassment), combined as the service does: a
+category's score is the max over backends, and a text is flagged for harassment when either passes its own
+threshold. The any-harm AUPRC of the heads alone is printed beside it.
 
 Ratios are shipped / other: above 1 means the shipped model scores higher (better for AUPRC, recall
 and accuracy; worse for the safe-prompt flag rate).
@@ -58,7 +58,7 @@ from bastion.moderation.train import (
 )
 
 BASELINES = Path(__file__).resolve().parent / "baselines"
-BASELINE = BASELINES / "embedded_v4"
+BASELINE = BASELINES / "embedded_v5"
 FAIR_BASELINE = BASELINES / "embedded_v1_recipe_heldout"
 FAIR_SOURCES = ("convabuse", "fox-news", "mlma", "simplesafetytests", "harmbench")
 
@@ -143,12 +143,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     served = {name: embedder.scores(folders[name], systems[name][0], texts) for name in folders}
     labels = [r.labels for r in test]
     held: dict[str, Any] = {}
-    heads_only = evaluate(
-        [dict(zip(CATEGORY_KEYS, s, strict=True)) for s in served["shipped"]], labels, systems["shipped"][1]
-    )
+    heads_only = {
+        name: evaluate([dict(zip(CATEGORY_KEYS, s, strict=True)) for s in served[name]], labels, thr)
+        for name, (_, thr) in systems.items()
+    }
     with_profanity = WithProfanity(settings)
-    served["shipped"], shipped_flagging = with_profanity(served["shipped"], texts)
-    flagging = {"shipped": shipped_flagging, "previous": served["previous"]}
+    flagging: dict[str, np.ndarray] = {}
+    for name in folders:
+        served[name], flagging[name] = with_profanity(served[name], texts)
     for name, (_, thr) in systems.items():
         held[name] = evaluate([dict(zip(CATEGORY_KEYS, s, strict=True)) for s in served[name]], labels, thr)
     prof = np.asarray(predict_prob(texts), dtype=np.float64)
@@ -159,13 +161,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     xs_texts, xs_labels, _ = load_xstest(settings.data_dir)
     xs: dict[str, Any] = {}
     for name, (heads, thr) in systems.items():
-        xs_scores = embedder.scores(folders[name], heads, xs_texts)
-        if name == "shipped":
-            ranked, xs_flagging = with_profanity(xs_scores, xs_texts)
-            xs[name] = xstest_metrics(xs_flagging, xs_labels, thr)  # flag rates as served
-            xs[name]["auprc"] = xstest_metrics(ranked, xs_labels, thr)["auprc"]
-        else:
-            xs[name] = xstest_metrics(xs_scores, xs_labels, thr)
+        ranked, xs_flagging = with_profanity(embedder.scores(folders[name], heads, xs_texts), xs_texts)
+        xs[name] = xstest_metrics(xs_flagging, xs_labels, thr)  # flag rates as served
+        xs[name]["auprc"] = xstest_metrics(ranked, xs_labels, thr)["auprc"]
     xs_prof = np.asarray(predict_prob(xs_texts), dtype=np.float64)[:, None].repeat(len(CATEGORY_KEYS), 1)
     xs["alt-profanity-check"] = xstest_metrics(xs_prof, xs_labels, dict.fromkeys(CATEGORY_KEYS, 0.5))
 
@@ -185,7 +183,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         a, b = held["shipped"][key]["auprc"], held["previous"][key]["auprc"]
         c = held["alt-profanity-check"][key]["auprc"] if key == "any" else None
         print(f"{key:26s}{_f(a):>9s}{_f(b):>10s}{_f(c):>11s}{_ratio(a, b):>9s}{_ratio(a, c):>9s}")
-    a, b = heads_only["any"]["auprc"], held["previous"]["any"]["auprc"]
+    a, b = heads_only["shipped"]["any"]["auprc"], heads_only["previous"]["any"]["auprc"]
     print(f"{'any, heads alone':26s}{_f(a):>9s}{_f(b):>10s}{'':>11s}{_ratio(a, b):>9s}")
     fair_idx = [i for i, r in enumerate(test) if r.source in FAIR_SOURCES]
     fair_heads, fair_thr = load_heads(FAIR_BASELINE)
