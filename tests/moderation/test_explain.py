@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import pytest
 
 from bastion.core.settings import BackendSpec, load_settings
 from bastion.core.taxonomy import CATEGORY_KEYS
@@ -102,3 +104,32 @@ def test_the_default_model_explains_with_words_and_the_gateway_gets_whole_senten
     assert [(s.start, s.end) for s in whole.explanations["violence"]] == [(sentence, len(text))]
     assert words.category_scores == whole.category_scores == plain.category_scores
     assert plain.explanations is None
+
+
+def test_flagged_texts_are_explained_together_as_they_are_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    from bastion.moderation.service import ModerationService
+
+    service = ModerationService(load_settings())
+    texts = [
+        "Thanks for the help yesterday, you stupid idiot.",
+        "What a lovely day for a walk.",
+        "I will stab you to death tomorrow",
+        "Thanks for the recipe, it was great. I am going to kill you and your whole family tonight.",
+    ]
+    try:
+        alone = [service.moderate([text], explain=True)[1][0] for text in texts]
+        embedded = service.model().backends[0]
+        runs: list[int] = []
+        compute = embedded._compute  # type: ignore[attr-defined]
+
+        def counted(batch: list[str]) -> Any:
+            runs.append(len(batch))
+            return compute(batch)
+
+        monkeypatch.setattr(embedded, "_compute", counted)
+        _, together = service.moderate(texts, explain=True)  # scores come from the cache
+    finally:
+        service.close()
+    assert [r.flagged for r in together] == [True, False, True, True]
+    assert [r.explanations for r in together] == [r.explanations for r in alone]
+    assert len(runs) == 1 and runs[0] > 3  # every flagged text's occlusion variants in one call

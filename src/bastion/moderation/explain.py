@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -52,6 +53,61 @@ def merge_adjacent(text: str, spans: Sequence[Span]) -> list[Span]:
     return merged
 
 
+@dataclass
+class Occlusion:
+    """One span to narrow: its words, and the texts to score for it (the span alone, then once without each
+    of its words; none when there is nothing to score)."""
+
+    text: str
+    span: Span
+    columns: Sequence[int]
+    words: list[Span]
+    variants: list[str]
+
+    @classmethod
+    def of(cls, text: str, span: Span, columns: Sequence[int], max_words: int = MAX_WORDS) -> Occlusion:
+        """The job for `text[span]` and the category columns it explains."""
+        words = word_spans(text, *span)
+        scored = 1 < len(words) <= max_words
+        variants = [without(text, span, []), *(without(text, span, [w]) for w in words)] if scored else []
+        return cls(text, span, columns, words, variants)
+
+    def answer(self, rows: np.ndarray | None, share: float, min_drop: float) -> dict[int, list[Span]]:
+        """Per column, the words that drove it, given the scores of `variants` (None when there are none)."""
+        if rows is None:  # one word answers for itself; none, or too many to score, give no answer
+            return {c: list(self.words) if len(self.words) == 1 else [] for c in self.columns}
+        out: dict[int, list[Span]] = {}
+        for column in self.columns:
+            drops = rows[0, column] - rows[1:, column]
+            top = float(drops.max())
+            if top < min_drop:
+                out[column] = []
+                continue
+            cut = max(min_drop, share * top)
+            kept = [w for w, d in zip(self.words, drops, strict=True) if d >= cut]
+            out[column] = merge_adjacent(self.text, kept)
+        return out
+
+
+def occlusion_many(
+    score: Callable[[list[str]], np.ndarray],
+    jobs: Sequence[Occlusion],
+    *,
+    share: float = 0.5,
+    min_drop: float = 0.02,
+) -> list[dict[int, list[Span]]]:
+    """Each job's answer (`Occlusion.answer`), with every job's variants scored in one call of `score`."""
+    texts = [variant for job in jobs for variant in job.variants]
+    rows = np.asarray(score(texts)) if texts else None
+    out = []
+    start = 0
+    for job in jobs:
+        end = start + len(job.variants)
+        out.append(job.answer(rows[start:end] if rows is not None and end > start else None, share, min_drop))
+        start = end
+    return out
+
+
 def occlusion_spans(
     score: Callable[[list[str]], np.ndarray],
     text: str,
@@ -68,19 +124,5 @@ def occlusion_spans(
     answer; a column whose largest drop is under `min_drop`, and every column of a span of more than
     `max_words` words or none, gets `[]` (no word stands out).
     """
-    words = word_spans(text, *span)
-    if len(words) == 1:
-        return {c: list(words) for c in columns}
-    if not words or len(words) > max_words:
-        return {c: [] for c in columns}
-    rows = np.asarray(score([without(text, span, []), *(without(text, span, [w]) for w in words)]))
-    out: dict[int, list[Span]] = {}
-    for column in columns:
-        drops = rows[0, column] - rows[1:, column]
-        top = float(drops.max())
-        if top < min_drop:
-            out[column] = []
-            continue
-        cut = max(min_drop, share * top)
-        out[column] = merge_adjacent(text, [w for w, d in zip(words, drops, strict=True) if d >= cut])
-    return out
+    job = Occlusion.of(text, span, columns, max_words)
+    return occlusion_many(score, [job], share=share, min_drop=min_drop)[0]

@@ -84,47 +84,76 @@ class ModerationModel:
                 raise ConfigError(
                     f"backend {backend.plugin_name!r} returned {len(scores)} results for {len(cleaned)}"
                 )
-        results = []
-        for i, text in enumerate(cleaned):
-            found = [scores[i] for scores in per_backend]
-            result = combine(text, found, thresholds, self.policy_thresholds, explain and not word_spans)
-            if explain and word_spans:
-                flagged = result.flagged_categories
-                if flagged:
-                    with self._lock:
-                        found = self._explained(text, found, thresholds, flagged)
-                result = combine(text, found, thresholds, self.policy_thresholds, True)
-            results.append(result)
-        return results
+        founds = [[scores[i] for scores in per_backend] for i in range(len(cleaned))]
+        results = [
+            combine(text, found, thresholds, self.policy_thresholds, explain and not word_spans)
+            for text, found in zip(cleaned, founds, strict=True)
+        ]
+        if not (explain and word_spans):
+            return results
+        todo = [i for i, result in enumerate(results) if result.flagged_categories]
+        if todo:
+            with self._lock:
+                narrowed = self._explained(
+                    [cleaned[i] for i in todo],
+                    [founds[i] for i in todo],
+                    thresholds,
+                    [results[i].flagged_categories for i in todo],
+                )
+            for i, found in zip(todo, narrowed, strict=True):
+                founds[i] = found
+        return [
+            combine(text, found, thresholds, self.policy_thresholds, True)
+            for text, found in zip(cleaned, founds, strict=True)
+        ]
 
     def _explained(
         self,
-        text: str,
-        found: list[BackendScores],
+        texts: list[str],
+        founds: list[list[BackendScores]],
         thresholds: list[dict[str, float]],
-        flagged: list[str],
-    ) -> list[BackendScores]:
-        """`found` with each backend's spans replaced by its explanation of the flagged categories it
-        drove: those where it passed its own threshold (or flagged), else, for a category no backend
-        passed alone (a policy threshold), the backend with the highest score. A category none of its
-        drivers can narrow to words keeps the spans its scores came with."""
-        drivers: dict[str, list[int]] = {}
-        for key in flagged:
-            drivers[key] = [
-                b
-                for b, (scores, limits) in enumerate(zip(found, thresholds, strict=True))
-                if (scores.flags or {}).get(key, False)
-                or (scores.flags is None and scores.scores.get(key, 0.0) >= limits.get(key, 0.5))
-            ] or [max(range(len(found)), key=lambda b: found[b].scores.get(key, 0.0))]
-        explained: list[dict[str, list[tuple[int, int]]]] = []
-        for b, (backend, scores) in enumerate(zip(self.backends, found, strict=True)):
-            keys = [key for key in flagged if b in drivers[key]]
-            explained.append(backend.explain(text, scores, keys) if keys else {})
-        for key, which in drivers.items():
-            if not any(explained[b].get(key) for b in which):
-                for b in which:
-                    explained[b][key] = list(found[b].spans.get(key, []))
-        return [replace(scores, spans=spans) for scores, spans in zip(found, explained, strict=True)]
+        flagged: list[list[str]],
+    ) -> list[list[BackendScores]]:
+        """Each text's backend scores with their spans replaced by each backend's explanation of the
+        flagged categories it drove: those where it passed its own threshold (or flagged), else, for a
+        category no backend passed alone (a policy threshold), the backend with the highest score. A
+        category none of its drivers can narrow to words keeps the spans its scores came with. Each
+        backend explains all the texts in one call."""
+        drivers: list[dict[str, list[int]]] = []
+        for found, keys in zip(founds, flagged, strict=True):
+            drivers.append(
+                {
+                    key: [
+                        b
+                        for b, (scores, limits) in enumerate(zip(found, thresholds, strict=True))
+                        if (scores.flags or {}).get(key, False)
+                        or (scores.flags is None and scores.scores.get(key, 0.0) >= limits.get(key, 0.5))
+                    ]
+                    or [max(range(len(found)), key=lambda b: found[b].scores.get(key, 0.0))]
+                    for key in keys
+                }
+            )
+        explained: list[list[dict[str, list[tuple[int, int]]]]] = [[{} for _ in self.backends] for _ in texts]
+        for b, backend in enumerate(self.backends):
+            asked = [[key for key, which in d.items() if b in which] for d in drivers]
+            idx = [t for t, keys in enumerate(asked) if keys]
+            if not idx:
+                continue
+            answers = backend.explain_many(
+                [texts[t] for t in idx], [founds[t][b] for t in idx], [asked[t] for t in idx]
+            )
+            for t, answer in zip(idx, answers, strict=True):
+                explained[t][b] = answer
+        out = []
+        for found, by_backend, d in zip(founds, explained, drivers, strict=True):
+            for key, which in d.items():
+                if not any(by_backend[b].get(key) for b in which):
+                    for b in which:
+                        by_backend[b][key] = list(found[b].spans.get(key, []))
+            out.append(
+                [replace(scores, spans=spans) for scores, spans in zip(found, by_backend, strict=True)]
+            )
+        return out
 
     def _score_all(self, texts: list[str]) -> list[list[Any]]:
         """Every backend's scores. The other backends run on a helper thread while the first (the model,

@@ -67,6 +67,15 @@ class ModerationBackend(ABC):
         words themselves override it."""
         return {key: list(scores.spans.get(key, [])) for key in categories}
 
+    def explain_many(
+        self, texts: Sequence[str], scores: Sequence[BackendScores], categories: Sequence[Sequence[str]]
+    ) -> list[dict[str, list[tuple[int, int]]]]:
+        """`explain` for several texts at once (a model backend scores all their variants together)."""
+        return [
+            self.explain(text, found, keys)
+            for text, found, keys in zip(texts, scores, categories, strict=True)
+        ]
+
     @property
     def default_thresholds(self) -> dict[str, float]:
         """Flag thresholds shipped with the backend's model (0.5 unless it knows better)."""

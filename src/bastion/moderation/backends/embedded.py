@@ -34,7 +34,7 @@ from bastion.core.errors import BackendError, ConfigError, DependencyMissing
 from bastion.core.settings import Settings
 from bastion.core.taxonomy import CATEGORY_KEYS
 from bastion.moderation.backends.base import BackendScores, ModerationBackend, moderation_backends
-from bastion.moderation.explain import occlusion_spans
+from bastion.moderation.explain import Occlusion, occlusion_many
 from bastion.moderation.heads import HeadParams
 from bastion.moderation.ngrams import NgramModel
 
@@ -341,20 +341,33 @@ class EmbeddedBackend(ModerationBackend):
         self, text: str, scores: BackendScores, categories: Sequence[str]
     ) -> dict[str, list[tuple[int, int]]]:
         """The words of each category's window or sentence whose removal lowers its score most
-        (`explain.occlusion_spans`; one batch per distinct span)."""
+        (`explain.occlusion_spans`)."""
+        return self.explain_many([text], [scores], [categories])[0]
 
-        def rows(texts: list[str]) -> np.ndarray:
+    def explain_many(
+        self, texts: Sequence[str], scores: Sequence[BackendScores], categories: Sequence[Sequence[str]]
+    ) -> list[dict[str, list[tuple[int, int]]]]:
+        """`explain` for several texts: one occlusion job per distinct span of each text, all scored in
+        one call of the encoder."""
+
+        def rows(variants: list[str]) -> np.ndarray:
             with self._lock:
-                return np.stack([row for row, _ in self._compute(texts)])
+                return np.stack([row for row, _ in self._compute(variants)])
 
-        by_span: dict[tuple[int, int], list[int]] = {}
-        for key in categories:
-            for span in scores.spans.get(key, []):
-                by_span.setdefault(span, []).append(CATEGORY_KEYS.index(key))
-        out: dict[str, list[tuple[int, int]]] = {key: [] for key in categories}
-        for span, columns in by_span.items():
-            for column, spans in occlusion_spans(rows, text, span, columns).items():
-                out[CATEGORY_KEYS[column]].extend(spans)
+        jobs: list[Occlusion] = []
+        owners: list[int] = []
+        for t, (text, found, keys) in enumerate(zip(texts, scores, categories, strict=True)):
+            by_span: dict[tuple[int, int], list[int]] = {}
+            for key in keys:
+                for span in found.spans.get(key, []):
+                    by_span.setdefault(span, []).append(CATEGORY_KEYS.index(key))
+            for span, columns in by_span.items():
+                jobs.append(Occlusion.of(text, span, columns))
+                owners.append(t)
+        out: list[dict[str, list[tuple[int, int]]]] = [{key: [] for key in keys} for keys in categories]
+        for owner, answer in zip(owners, occlusion_many(rows, jobs), strict=True):
+            for column, spans in answer.items():
+                out[owner][CATEGORY_KEYS[column]].extend(spans)
         return out
 
     def close(self) -> None:
