@@ -12,7 +12,14 @@ import pytest
 from bastion.core.settings import BackendSpec, load_settings
 from bastion.core.taxonomy import CATEGORY_KEYS
 from bastion.moderation.backends.base import create_backend
-from bastion.moderation.explain import merge_adjacent, occlusion_spans, without, word_spans
+from bastion.moderation.explain import (
+    Occlusion,
+    merge_adjacent,
+    occlusion_many,
+    occlusion_spans,
+    without,
+    word_spans,
+)
 
 HARASSMENT = CATEGORY_KEYS.index("harassment")
 VIOLENCE = CATEGORY_KEYS.index("violence")
@@ -133,3 +140,13 @@ def test_flagged_texts_are_explained_together_as_they_are_alone(monkeypatch: pyt
     assert [r.flagged for r in together] == [True, False, True, True]
     assert [r.explanations for r in together] == [r.explanations for r in alone]
     assert len(runs) == 1 and runs[0] > 3  # every flagged text's occlusion variants in one call
+
+
+def test_many_spans_are_scored_in_bounded_calls() -> None:
+    texts = [f"Honestly, you are an idiot number {i}." for i in range(5)]
+    asked, score = keyword_scorer({"idiot": 0.9})
+    jobs = [Occlusion.of(text, (0, len(text)), [HARASSMENT]) for text in texts]
+    answers = occlusion_many(score, jobs, max_variants=20)  # type: ignore[arg-type]
+    assert [len(batch) for batch in asked] == [16, 16, 8]  # 8 variants per text, at most 20 per call
+    found = [[t[a:b] for a, b in answer[HARASSMENT]] for t, answer in zip(texts, answers, strict=True)]
+    assert found == [["idiot"]] * 5

@@ -89,21 +89,34 @@ class Occlusion:
         return out
 
 
+MAX_VARIANTS = 2048
+"""Variants scored per call of `occlusion_many`'s score function (a large request is explained in parts)."""
+
+
 def occlusion_many(
     score: Callable[[list[str]], np.ndarray],
     jobs: Sequence[Occlusion],
     *,
     share: float = 0.5,
     min_drop: float = 0.02,
+    max_variants: int = MAX_VARIANTS,
 ) -> list[dict[int, list[Span]]]:
-    """Each job's answer (`Occlusion.answer`), with every job's variants scored in one call of `score`."""
-    texts = [variant for job in jobs for variant in job.variants]
-    rows = np.asarray(score(texts)) if texts else None
-    out = []
+    """Each job's answer (`Occlusion.answer`), the variants of consecutive jobs scored together in calls of
+    `score` of at most `max_variants` texts (or one job's, if more)."""
+    out: list[dict[int, list[Span]]] = []
     start = 0
-    for job in jobs:
-        end = start + len(job.variants)
-        out.append(job.answer(rows[start:end] if rows is not None and end > start else None, share, min_drop))
+    while start < len(jobs):
+        end, count = start, 0
+        while end < len(jobs) and (end == start or count + len(jobs[end].variants) <= max_variants):
+            count += len(jobs[end].variants)
+            end += 1
+        texts = [variant for job in jobs[start:end] for variant in job.variants]
+        rows = np.asarray(score(texts)) if texts else None
+        at = 0
+        for job in jobs[start:end]:
+            n = len(job.variants)
+            out.append(job.answer(rows[at : at + n] if rows is not None and n else None, share, min_drop))
+            at += n
         start = end
     return out
 
