@@ -82,24 +82,16 @@ def gold_spans(folder: Path) -> list[tuple[str, set[int]]]:
 def trained_texts(settings: Any, passes: tuple[tuple[int, int], ...]) -> set[str]:
     """Toxic Spans texts the shipped heads or (approximately) the encoder's `passes` trained on."""
     from bastion.moderation.datasets import load_all
-    from bastion.moderation.train import TrainSpec, is_test_source, select_rows
+    from bastion.moderation.distill import pass_texts
+    from bastion.moderation.train import TrainSpec, select_rows
 
     spec = TrainSpec()
     rows = load_all(settings.data_dir).rows
     used = {r.text for r in select_rows(rows, spec, random.Random(0)) if r.source == "toxic-spans"}
+    spans_rows = [r for r in rows if r.source == "toxic-spans"]
     for seed, limit in passes:
-        chosen = [
-            r for r in select_rows(rows, spec, random.Random(seed)) if not is_test_source(r.source, spec)
-        ]
-        by_text = {}
-        for r in chosen:
-            by_text.setdefault(r.text[: spec.max_train_chars], r)
-        texts = sorted(by_text)
-        random.Random(seed).shuffle(texts)
-        drawn = set(texts[:limit])
-        used |= {
-            r.text for r in chosen if r.source == "toxic-spans" and r.text[: spec.max_train_chars] in drawn
-        }
+        drawn = pass_texts(rows, spec, seed, limit)
+        used |= {r.text for r in spans_rows if r.text[: spec.max_train_chars] in drawn}
     return used
 
 

@@ -352,3 +352,24 @@ def test_context_mix_needs_the_task_loss(tmp_path: Path) -> None:
     spec = DistillSpec(epochs=1, batch_size=16, max_texts=16, layers=(0,), context_mix=0.5)
     with pytest.raises(ConfigError, match="task loss"):
         distill_encoder(load_settings(), tmp_path / "out", spec=spec, sources=["seed"])
+
+
+def test_a_pass_draws_its_texts_by_seed_without_the_test_sources() -> None:
+    import random
+
+    from bastion.moderation.datasets import LabeledText, make_labels
+    from bastion.moderation.distill import pass_texts
+    from bastion.moderation.train import TrainSpec
+
+    spec = TrainSpec()
+    rows = [LabeledText(f"text {i}", make_labels(zero=["hate"]), "davidson") for i in range(20)]
+    rows += [LabeledText("text 3", make_labels(pos=["hate"]), "stormfront")]  # the same text twice
+    rows += [LabeledText(f"held out {i}", make_labels(), spec.test_sources[0]) for i in range(5)]
+    drawn = pass_texts(rows, spec, seed=3, max_texts=8)
+    assert len(drawn) == 8 and not any(t.startswith("held out") for t in drawn)
+    assert drawn == pass_texts(rows, spec, seed=3, max_texts=8)
+    assert list(drawn) != list(pass_texts(rows, spec, seed=4, max_texts=8))
+    assert list(pass_texts(rows, spec, seed=3, max_texts=None))[:8] == list(drawn)
+    assert len(pass_texts(rows, spec, seed=3, max_texts=None)) == 20  # one row per text
+    # A pass's own random generator, at the same state, draws the same texts.
+    assert list(pass_texts(rows, spec, 3, 8, random.Random(3))) == list(drawn)

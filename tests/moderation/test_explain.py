@@ -14,7 +14,7 @@ from bastion.core.taxonomy import CATEGORY_KEYS
 from bastion.moderation.backends.base import create_backend
 from bastion.moderation.explain import (
     Occlusion,
-    merge_adjacent,
+    join_spans,
     occlusion_many,
     occlusion_spans,
     without,
@@ -46,7 +46,8 @@ def test_words_and_cuts_keep_offsets_and_drop_punctuation() -> None:
     assert [text[a:b] for a, b in word_spans(text)] == ["Well", "you're", "an", "idiot", "okay"]
     assert [text[a:b] for a, b in word_spans(text, 8, 24)] == ["you're", "an", "idiot"]
     assert without(text, (8, 24), [(18, 23)]) == "you're an ,"
-    assert merge_adjacent("a  b, c", [(5, 6), (0, 1), (3, 4)]) == [(0, 4), (5, 6)]
+    assert join_spans([(5, 6), (0, 1), (3, 4)], "a  b, c") == [(0, 4), (5, 6)]
+    assert join_spans([(5, 6), (0, 2), (1, 4)]) == [(0, 4), (5, 6)]  # without the text: overlaps only
 
 
 def test_the_word_whose_removal_lowers_the_score_is_the_explanation() -> None:

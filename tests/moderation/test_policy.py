@@ -1,4 +1,4 @@
-from bastion.core.taxonomy import CATEGORY_KEYS
+from bastion.core.taxonomy import CATEGORIES, CATEGORY_KEYS
 from bastion.moderation.backends.base import BackendScores
 from bastion.moderation.policy import combine
 
@@ -90,3 +90,30 @@ def test_overlapping_spans_from_several_backends_are_joined() -> None:
     )
     assert result.explanations is not None
     assert [s.text for s in result.explanations["violence"]] == ["I am going to kill you", "tonight"]
+
+
+def test_a_verdict_flags_what_some_backend_flags_on_its_own() -> None:
+    import random
+
+    from bastion.moderation.policy import backend_flags
+
+    rng = random.Random(0)
+    for _ in range(200):
+        backends = [
+            BackendScores(
+                {
+                    k: rng.choice([rng.random(), float("nan"), 1.5, -0.2])
+                    for k in CATEGORY_KEYS
+                    if rng.random() < 0.7
+                },
+                flags={k: rng.random() < 0.3 for k in CATEGORY_KEYS} if rng.random() < 0.3 else None,
+            )
+            for _ in range(3)
+        ]
+        limits = [{k: rng.random() for k in CATEGORY_KEYS} for _ in backends]
+        result = combine("t", backends, limits, {})
+        own = {
+            key for found, limit in zip(backends, limits, strict=True) for key in backend_flags(found, limit)
+        }
+        expected = own | {c.parent for c in CATEGORIES if c.parent is not None and c.key in own}
+        assert set(result.flagged_categories) == expected

@@ -278,6 +278,32 @@ def pooled(model: Any, ids: Any, mask: Any) -> Any:
     return torch.nn.functional.normalize(mean, p=2, dim=1)
 
 
+def pass_texts(
+    rows: Sequence[LabeledText],
+    train_spec: TrainSpec,
+    seed: int,
+    max_texts: int | None,
+    rng: random.Random | None = None,
+) -> dict[str, LabeledText]:
+    """The texts a distillation pass with `seed` trains on, in its order, each with its row: the training
+    rows `select_rows` picks (test sources left out), cut to `max_train_chars` (the first row kept per
+    text), shuffled by `rng` (default: a fresh one seeded with `seed`, as the pass's own is at this point),
+    the first `max_texts`."""
+    chosen = [
+        r
+        for r in select_rows(rows, train_spec, random.Random(seed))
+        if not is_test_source(r.source, train_spec)
+    ]
+    by_text: dict[str, LabeledText] = {}
+    for r in chosen:
+        by_text.setdefault(r.text[: train_spec.max_train_chars], r)
+    texts = sorted(by_text)
+    (rng or random.Random(seed)).shuffle(texts)
+    if max_texts is not None:
+        texts = texts[:max_texts]
+    return {text: by_text[text] for text in texts}
+
+
 def _batches(lengths: Sequence[int], batch_size: int, rng: random.Random) -> list[list[int]]:
     """Batches of similar length (less padding), in random order."""
     order = sorted(range(len(lengths)), key=lambda i: (lengths[i], rng.random()))
@@ -316,18 +342,8 @@ def distill_encoder(
 
     teacher_dir = resolve_model_path(teacher_path)
     teacher = Encoder(teacher_dir)
-    rows = [
-        r
-        for r in select_rows(load_all(settings.data_dir, sources).rows, train_spec, random.Random(seed))
-        if not is_test_source(r.source, train_spec)
-    ]
-    by_text: dict[str, LabeledText] = {}
-    for r in rows:
-        by_text.setdefault(r.text[: train_spec.max_train_chars], r)
-    texts = sorted(by_text)
-    rng.shuffle(texts)
-    if spec.max_texts is not None:
-        texts = texts[: spec.max_texts]
+    by_text = pass_texts(load_all(settings.data_dir, sources).rows, train_spec, seed, spec.max_texts, rng)
+    texts = list(by_text)
     if not texts:
         raise ConfigError(f"no training texts found under {settings.data_dir}")
     cache = EmbeddingCache(settings.cache_dir("embeddings", teacher.fingerprint[:16]))

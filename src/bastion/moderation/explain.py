@@ -42,15 +42,18 @@ def without(text: str, span: Span, removed: Sequence[Span]) -> str:
     return " ".join("".join(parts).split())
 
 
-def merge_adjacent(text: str, spans: Sequence[Span]) -> list[Span]:
-    """Sorted spans, those separated only by white space joined into one."""
-    merged: list[Span] = []
+def join_spans(spans: Sequence[Span], text: str | None = None) -> list[Span]:
+    """Sorted spans, overlapping ones joined into one; given the `text`, also those separated only by white
+    space (adjacent words become one span)."""
+    joined: list[Span] = []
     for start, end in sorted(set(spans)):
-        if merged and (start <= merged[-1][1] or not text[merged[-1][1] : start].strip()):
-            merged[-1] = (merged[-1][0], max(end, merged[-1][1]))
+        if joined and (
+            start < joined[-1][1] or (text is not None and not text[joined[-1][1] : start].strip())
+        ):
+            joined[-1] = (joined[-1][0], max(end, joined[-1][1]))
         else:
-            merged.append((start, end))
-    return merged
+            joined.append((start, end))
+    return joined
 
 
 @dataclass
@@ -85,7 +88,7 @@ class Occlusion:
                 continue
             cut = max(min_drop, share * top)
             kept = [w for w, d in zip(self.words, drops, strict=True) if d >= cut]
-            out[column] = merge_adjacent(self.text, kept)
+            out[column] = join_spans(kept, self.text)
         return out
 
 

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from bastion.core.records import ModerationResult, Span
 from bastion.core.taxonomy import CATEGORIES, CATEGORY_KEYS
 from bastion.moderation.backends.base import BackendScores
+from bastion.moderation.explain import join_spans
 
 _PARENTS = tuple((c.key, c.parent) for c in CATEGORIES if c.parent is not None)
 """(subcategory, parent) pairs in taxonomy order."""
@@ -34,7 +35,7 @@ def combine(
     for result, thresholds in zip(per_backend, backend_thresholds, strict=True):
         allowed |= result.allowed
         found_scores, found_flags = result.scores, result.flags
-        for key in CATEGORY_KEYS:
+        for key in CATEGORY_KEYS:  # `backend_flags` inlined: this runs twice per gateway turn
             score = found_scores.get(key, 0.0)
             if not 0.0 <= score <= 1.0:  # out of range, or NaN
                 score = _clip(score)
@@ -60,21 +61,25 @@ def combine(
     explanations = None
     if explain:
         explanations = {
-            key: [Span(start=s, end=e, text=text[s:e]) for s, e in _union(spans.get(key, []))]
+            key: [Span(start=s, end=e, text=text[s:e]) for s, e in join_spans(spans.get(key, []))]
             for key in CATEGORY_KEYS
             if flags[key]
         }
     return ModerationResult.build(scores, flags, explanations=explanations)
 
 
-def _union(spans: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
-    """Sorted spans, overlapping ones (from several backends) joined: each character is shown once."""
-    out: list[tuple[int, int]] = []
-    for start, end in sorted(set(spans)):
-        if out and start < out[-1][1]:
-            out[-1] = (out[-1][0], max(end, out[-1][1]))
-        else:
-            out.append((start, end))
+def backend_flags(result: BackendScores, thresholds: Mapping[str, float]) -> list[str]:
+    """The categories one backend flags on its own (the rule `combine` applies to each backend): its own
+    verdicts when it reports flags, else those whose score (clipped to [0, 1]) reaches its threshold."""
+    if result.flags is not None:
+        return [key for key in CATEGORY_KEYS if result.flags.get(key, False)]
+    out = []
+    for key in CATEGORY_KEYS:
+        score = result.scores.get(key, 0.0)
+        if not 0.0 <= score <= 1.0:
+            score = _clip(score)
+        if score >= thresholds.get(key, 0.5):
+            out.append(key)
     return out
 
 

@@ -12,7 +12,7 @@ from bastion.core.errors import BastionError, ConfigError, ModelNotFound
 from bastion.core.records import ModerationResult
 from bastion.core.settings import ModerationModelSpec, Settings
 from bastion.moderation.backends.base import BackendScores, ModerationBackend, create_backend
-from bastion.moderation.policy import combine
+from bastion.moderation.policy import backend_flags, combine
 
 
 def clean_text(text: str) -> str:
@@ -121,14 +121,12 @@ class ModerationModel:
         backend explains all the texts in one call."""
         drivers: list[dict[str, list[int]]] = []
         for found, keys in zip(founds, flagged, strict=True):
+            own = [
+                set(backend_flags(scores, limits)) for scores, limits in zip(found, thresholds, strict=True)
+            ]
             drivers.append(
                 {
-                    key: [
-                        b
-                        for b, (scores, limits) in enumerate(zip(found, thresholds, strict=True))
-                        if (scores.flags or {}).get(key, False)
-                        or (scores.flags is None and scores.scores.get(key, 0.0) >= limits.get(key, 0.5))
-                    ]
+                    key: [b for b, flags in enumerate(own) if key in flags]
                     or [max(range(len(found)), key=lambda b: found[b].scores.get(key, 0.0))]
                     for key in keys
                 }

@@ -33,7 +33,7 @@ from bastion.core.errors import ConfigError, DependencyMissing
 from bastion.core.settings import Settings
 from bastion.core.taxonomy import CATEGORY_KEYS, check_category
 from bastion.moderation.backends.base import BackendScores, ModerationBackend, moderation_backends
-from bastion.moderation.explain import merge_adjacent
+from bastion.moderation.explain import join_spans
 
 PACKAGE = "profanity_check"
 TOKEN = re.compile(r"(?u)\b\w\w+\b")  # the package's vectorizer: scikit-learn's default word pattern
@@ -313,7 +313,7 @@ class ProfanityBackend(ModerationBackend):
         """The offensive words of `text` (`ProfanityWeights.word_spans`), for its category."""
         if self.category not in categories:
             return {}
-        return {self.category: merge_adjacent(text, self.weights.word_spans(text))}
+        return {self.category: join_spans(self.weights.word_spans(text), text)}
 
     def describe(self) -> dict[str, Any]:
         """Plugin, options, the thresholds in use and the package's version."""
