@@ -1,5 +1,5 @@
 """Moderation speed: Bastion's default model against two baselines, in one run: the previous shipped
-model (`benchmarks/baselines/embedded_v5`: the same architecture before its last fine-tuning pass, its own
+model (`benchmarks/baselines/embedded_v6`: the same architecture after one pass on all training texts, its own
 heads, same int8 ONNX path; `embedded_v4` has twice the feed-forward width) and `alt-profanity-check`.
 
     python benchmarks/moderation_throughput.py            # full run (a few minutes on 2 cores)
@@ -62,7 +62,7 @@ from benchmarks.texts import long_texts, short_texts
 
 Scorer = Callable[[Sequence[str]], Any]
 SYSTEMS = ("bastion", "previous", "baseline")
-PREVIOUS_HEADS = Path(__file__).resolve().parent / "baselines" / "embedded_v5"
+PREVIOUS_HEADS = Path(__file__).resolve().parent / "baselines" / "embedded_v6"
 BASTION_SYSTEMS: dict[str, dict[str, Any]] = {
     "bastion": {"cache_size": 0},
     "previous": {"heads_path": str(PREVIOUS_HEADS), "cache_size": 0},
