@@ -69,6 +69,39 @@ def test_explanations_only_for_flagged() -> None:
     assert result.explanations["harassment"][0].text == "idiot"
 
 
+def test_a_parent_flagged_through_its_subcategory_is_explained_by_it() -> None:
+    text = "Nice recipe. I will hurt you."
+    threat = (13, 29)
+    result = combine(
+        text,
+        [
+            BackendScores(
+                {"harassment": 0.3, "harassment/threatening": 0.8}, spans={"harassment/threatening": [threat]}
+            )
+        ],
+        [HALF],
+        {},
+        explain=True,
+    )
+    assert result.categories["harassment"] and result.explanations is not None
+    assert [s.text for s in result.explanations["harassment"]] == ["I will hurt you."]
+    own = combine(
+        text,
+        [
+            BackendScores(
+                {"harassment": 0.6, "harassment/threatening": 0.8},
+                spans={"harassment": [(0, 12)], "harassment/threatening": [threat]},
+            )
+        ],
+        [HALF],
+        {},
+        explain=True,
+    )
+    assert own.explanations is not None and [s.text for s in own.explanations["harassment"]] == [
+        "Nice recipe."
+    ]
+
+
 def test_backend_flags_replace_its_thresholds() -> None:
     remote = BackendScores({"hate": 0.3, "sexual": 0.9}, flags={"hate": True, "sexual": False})
     result = combine("t", [remote], [HALF], {})

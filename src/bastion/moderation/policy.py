@@ -27,6 +27,8 @@ def combine(
     - flag: with a policy threshold for the category, combined score >= it; otherwise any backend's
       score >= that backend's own threshold (or the backend's own flag, when it reports flags).
     - an allow-list match for the category clears its flag, whatever the scores.
+    - explanations: each flagged category's spans from every backend, joined; a parent with none of its
+      own takes those of its flagged subcategories.
     """
     scores = dict.fromkeys(CATEGORY_KEYS, 0.0)
     flags = dict.fromkeys(CATEGORY_KEYS, False)
@@ -60,6 +62,11 @@ def combine(
         flags[key] = False
     explanations = None
     if explain:
+        inherited: dict[str, list[tuple[int, int]]] = {}
+        for child, parent in _PARENTS:  # a parent flagged only through a subcategory shows the child's spans
+            if flags[child] and not spans.get(parent):
+                inherited.setdefault(parent, []).extend(spans.get(child, []))
+        spans.update(inherited)
         explanations = {
             key: [Span(start=s, end=e, text=text[s:e]) for s, e in join_spans(spans.get(key, []))]
             for key in CATEGORY_KEYS
