@@ -9,8 +9,8 @@ Measured in one run, on the same texts, for each system:
   that the shipped heads never trained on, calibrated on or tuned thresholds on): any-harm AUPRC and
   AUPRC per category. Texts are cut to `max_train_chars` and scored as served (max over windows and
   sentences). The previous shipped model (`benchmarks/baselines/embedded_v6`: the encoder after one
-  fine-tuning pass on all training texts instead of five, and its heads, held out the same way) runs on its own
-  encoder; a second line compares, on the five whole test data sets only, the first shipped recipe
+  fine-tuning pass on all training texts instead of five, and its heads, held out the same way) runs on
+  its own encoder; a second line compares, on the five whole test data sets only, the first shipped recipe
   retrained without them (`baselines/embedded_v1_recipe_heldout`); alt-profanity-check gives one any-harm
   score;
 - XSTest (never trained or tuned on): share of the 250 safe prompts flagged and of the 200 unsafe
