@@ -1,6 +1,7 @@
 from bastion.core.taxonomy import CATEGORIES, CATEGORY_KEYS
 from bastion.moderation.backends.base import BackendScores
 from bastion.moderation.policy import combine
+from tests.moderation.verdicts import threat_verdict
 
 HALF = dict.fromkeys(CATEGORY_KEYS, 0.5)
 
@@ -70,33 +71,10 @@ def test_explanations_only_for_flagged() -> None:
 
 
 def test_a_parent_flagged_through_its_subcategory_is_explained_by_it() -> None:
-    text = "Nice recipe. I will hurt you."
-    threat = (13, 29)
-    result = combine(
-        text,
-        [
-            BackendScores(
-                {"harassment": 0.3, "harassment/threatening": 0.8}, spans={"harassment/threatening": [threat]}
-            )
-        ],
-        [HALF],
-        {},
-        explain=True,
-    )
+    result = threat_verdict()
     assert result.categories["harassment"] and result.explanations is not None
     assert [s.text for s in result.explanations["harassment"]] == ["I will hurt you."]
-    own = combine(
-        text,
-        [
-            BackendScores(
-                {"harassment": 0.6, "harassment/threatening": 0.8},
-                spans={"harassment": [(0, 12)], "harassment/threatening": [threat]},
-            )
-        ],
-        [HALF],
-        {},
-        explain=True,
-    )
+    own = threat_verdict(harassment=0.6, own_spans=True)
     assert own.explanations is not None and [s.text for s in own.explanations["harassment"]] == [
         "Nice recipe."
     ]
