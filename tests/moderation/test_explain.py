@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pytest
 
 from bastion.core.settings import BackendSpec, load_settings
 from bastion.core.taxonomy import CATEGORY_KEYS
-from bastion.moderation.backends.base import create_backend
+from bastion.moderation.backends.base import (
+    BackendScores,
+    ModerationBackend,
+    create_backend,
+    moderation_backends,
+)
 from bastion.moderation.explain import (
     WORD,
     Occlusion,
@@ -21,6 +27,7 @@ from bastion.moderation.explain import (
     without,
     word_spans,
 )
+from tests.moderation.verdicts import THREAT, THREAT_TEXT
 
 HARASSMENT = CATEGORY_KEYS.index("harassment")
 VIOLENCE = CATEGORY_KEYS.index("violence")
@@ -29,7 +36,7 @@ VIOLENCE = CATEGORY_KEYS.index("violence")
 def keyword_scorer(weights: dict[str, float], column: int = HARASSMENT) -> tuple[list[list[str]], object]:
     """A score function: the column is the sum of the weights of the words present (capped at 1); the
     texts it was asked about are recorded."""
-    asked: list[list[str]] = []
+    asked: ClassVar[list[list[str]]] = []
 
     def score(texts: list[str]) -> np.ndarray:
         asked.append(list(texts))
@@ -154,3 +161,44 @@ def test_many_spans_are_scored_in_bounded_calls() -> None:
     assert [len(batch) for batch in asked] == [16, 16, 8]  # 8 variants per text, at most 20 per call
     found = [[t[a:b] for a, b in answer[HARASSMENT]] for t, answer in zip(texts, answers, strict=True)]
     assert found == [["idiot"]] * 5
+
+
+@moderation_backends.register("test-threat")
+class ThreatBackend(ModerationBackend):
+    """Scores `THREAT_TEXT` as `threat_verdict` does (harassment/threatening flagged, harassment not on
+    its own) and records the categories it is asked to explain."""
+
+    asked: ClassVar[list[list[str]]] = []
+
+    def score(self, texts: Sequence[str]) -> list[BackendScores]:
+        scores = {"harassment": 0.3, "harassment/threatening": 0.8}
+        return [BackendScores(scores, spans={"harassment/threatening": [THREAT]}) for _ in texts]
+
+    def explain_many(
+        self, texts: Sequence[str], scores: Sequence[BackendScores], categories: Sequence[Sequence[str]]
+    ) -> list[dict[str, list[tuple[int, int]]]]:
+        type(self).asked += [list(keys) for keys in categories]
+        return [{key: [(20, 24)] for key in keys} for keys in categories]  # "hurt"
+
+
+def test_a_parent_flagged_through_its_subcategory_is_not_explained_again() -> None:
+    from bastion.moderation.service import ModerationService
+
+    settings = load_settings(
+        moderation={
+            "default_model": "threat",
+            "preload": False,
+            "models": {"threat": {"backends": [{"plugin": "test-threat"}]}},
+        }
+    )
+    service = ModerationService(settings)
+    ThreatBackend.asked = []
+    try:
+        _, [result] = service.moderate([THREAT_TEXT], explain=True)
+    finally:
+        service.close()
+    assert result.categories["harassment"] and result.categories["harassment/threatening"]
+    assert ThreatBackend.asked == [["harassment/threatening"]]
+    assert result.explanations is not None
+    assert [(s.start, s.end) for s in result.explanations["harassment"]] == [(20, 24)]
+    assert [(s.start, s.end) for s in result.explanations["harassment/threatening"]] == [(20, 24)]

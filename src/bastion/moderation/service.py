@@ -11,6 +11,7 @@ from typing import Any
 from bastion.core.errors import BastionError, ConfigError, ModelNotFound
 from bastion.core.records import ModerationResult
 from bastion.core.settings import ModerationModelSpec, Settings
+from bastion.core.taxonomy import CATEGORIES
 from bastion.moderation.backends.base import BackendScores, ModerationBackend, create_backend
 from bastion.moderation.policy import backend_flags, combine
 
@@ -24,6 +25,12 @@ def clean_text(text: str) -> str:
     except UnicodeEncodeError:
         text = text.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
     return text
+
+
+_CHILDREN: dict[str, tuple[str, ...]] = {
+    parent: tuple(c.key for c in CATEGORIES if c.parent == parent)
+    for parent in {c.parent for c in CATEGORIES if c.parent is not None}
+}
 
 
 class ModerationModel:
@@ -117,18 +124,21 @@ class ModerationModel:
         """Each text's backend scores with their spans replaced by each backend's explanation of the
         flagged categories it drove: those where it passed its own threshold (or flagged), else, for a
         category no backend passed alone (a policy threshold), the backend with the highest score. A
-        category none of its drivers can narrow to words keeps the spans its scores came with. Each
-        backend explains all the texts in one call."""
+        parent no backend flagged alone but with a flagged subcategory is not explained: `combine` gives it
+        the subcategory's spans. A category none of its drivers can narrow to words keeps the spans its
+        scores came with. Each backend explains all the texts in one call."""
         drivers: list[dict[str, list[int]]] = []
         for found, keys in zip(founds, flagged, strict=True):
             own = [
                 set(backend_flags(scores, limits)) for scores, limits in zip(found, thresholds, strict=True)
             ]
+            by_any = set().union(*own)
             drivers.append(
                 {
                     key: [b for b, flags in enumerate(own) if key in flags]
                     or [max(range(len(found)), key=lambda b: found[b].scores.get(key, 0.0))]
                     for key in keys
+                    if key in by_any or not any(child in keys for child in _CHILDREN.get(key, ()))
                 }
             )
         explained: list[list[dict[str, list[tuple[int, int]]]]] = [[{} for _ in self.backends] for _ in texts]
