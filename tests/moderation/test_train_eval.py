@@ -236,6 +236,21 @@ def test_platt_scaling_recovers_a_known_calibration() -> None:
     assert scale[0] == pytest.approx(0.5, abs=0.08) and shift[0] == pytest.approx(-1.0, abs=0.15)
 
 
+def test_platt_scaling_of_a_separated_split_keeps_the_positive_rate() -> None:
+    from bastion.moderation.train import fit_platt, sigmoid
+
+    # A head that separates the validation split perfectly, with a narrow gap: the fit's scale
+    # runs off to the clip, and keeping its shift for the clipped scale squashed every positive towards 0.
+    rng = np.random.default_rng(2)
+    z = np.concatenate([rng.uniform(-8, 1.0, 900), rng.uniform(1.2, 12, 100)])[:, None]
+    y = (z > 1.1).astype(np.float32)
+    scale, shift = fit_platt(z, y, np.ones_like(y))
+    p = sigmoid(z * scale + shift)
+    assert 0.05 <= scale[0] <= 5.0
+    assert p.mean() == pytest.approx(y.mean(), abs=0.01)
+    assert p[y > 0].min() > p[y == 0].max() and p[y > 0].min() > 0.1
+
+
 def test_thresholds_meet_the_precision_target_when_reachable() -> None:
     from bastion.moderation.train import choose_thresholds
 
@@ -262,3 +277,24 @@ def test_bootstrap_median_thresholds_vary_less_between_validation_draws() -> Non
         bagged.append(choose_thresholds(scores, y, np.ones_like(y), 0.6, resamples=50)[CATEGORY_KEYS[j]])
     assert np.std(bagged) < 0.9 * np.std(single)
     assert all(0.05 <= t <= 0.95 for t in bagged)
+
+
+def test_embeddings_are_the_same_computed_or_read_back_from_the_cache(tmp_path: Path) -> None:
+    from bastion.moderation.train import EmbeddingCache, embed_texts
+
+    class Encoder:
+        """Deterministic vectors whose float32 values float16 cannot hold exactly."""
+
+        dim = 8
+
+        def encode(self, texts: list[str]) -> np.ndarray:
+            rows = [np.random.default_rng(sum(map(ord, t))).normal(size=self.dim) for t in texts]
+            return np.stack(rows).astype(np.float32)
+
+    texts = ["a text", "another text", "a third, longer text"]
+    computed = embed_texts(Encoder(), texts, EmbeddingCache(tmp_path))
+    read_back = embed_texts(Encoder(), texts, EmbeddingCache(tmp_path))
+    uncached = embed_texts(Encoder(), texts, None)
+    assert computed.dtype == np.float32
+    assert np.array_equal(computed, read_back) and np.array_equal(computed, uncached)
+    assert np.abs(computed - Encoder().encode(texts)).max() < 1e-2

@@ -201,7 +201,9 @@ def embed_texts(
     progress: Progress | None = None,
     batch: int = 512,
 ) -> np.ndarray:
-    """Embeddings of `texts` (float32), computing only those missing from the cache."""
+    """Embeddings of `texts` (float32 holding float16 values, as the cache stores them, so a run gives the
+    same heads whether its embeddings were computed or read back), computing only those missing from the
+    cache."""
     keys = [text_hash(t) for t in texts]
     out = np.zeros((len(texts), encoder.dim), dtype=np.float32)
     missing: list[int] = []
@@ -217,7 +219,7 @@ def embed_texts(
         progress("embed", done, len(texts))
     for start in range(0, len(missing), batch):
         idx = missing[start : start + batch]
-        vecs = encoder.encode([texts[i] for i in idx])
+        vecs = np.asarray(encoder.encode([texts[i] for i in idx])).astype(np.float16)
         out[idx] = vecs
         if cache is not None:
             cache.add([keys[i] for i in idx], vecs)
@@ -373,14 +375,17 @@ def source_weights(rows: Sequence[LabeledText], power: float) -> np.ndarray:
     return w / w.mean()
 
 
-def _platt_one(z: np.ndarray, t: np.ndarray, ridge: float = 1e-3) -> tuple[float, float]:
-    """Damped Newton for min log loss of sigmoid(a*z + b) with a small ridge towards (1, 0)."""
+def _platt_one(
+    z: np.ndarray, t: np.ndarray, ridge: float = 1e-3, fixed_scale: float | None = None
+) -> tuple[float, float]:
+    """Damped Newton for min log loss of sigmoid(a*z + b) with a small ridge towards (1, 0); with
+    `fixed_scale`, only b is fitted."""
 
     def loss(a: float, b: float) -> float:
         u = a * z + b
         return float(np.sum(np.logaddexp(0.0, u) - t * u) + ridge * ((a - 1) ** 2 + b**2) / 2)
 
-    a, b = 1.0, 0.0
+    a, b = (1.0 if fixed_scale is None else fixed_scale), 0.0
     current = loss(a, b)
     for _ in range(60):
         p = sigmoid(a * z + b)
@@ -389,7 +394,8 @@ def _platt_one(z: np.ndarray, t: np.ndarray, ridge: float = 1e-3) -> tuple[float
         hess = np.array(
             [[np.sum(wgt * z * z) + ridge, np.sum(wgt * z)], [np.sum(wgt * z), np.sum(wgt) + ridge]]
         )
-        step = np.linalg.solve(hess, grad)
+        fixed = fixed_scale is not None
+        step = np.array([0.0, grad[1] / hess[1, 1]]) if fixed else np.linalg.solve(hess, grad)
         rate = 1.0
         while rate > 1e-4:
             na, nb = a - rate * step[0], b - rate * step[1]
@@ -408,7 +414,10 @@ def _platt_one(z: np.ndarray, t: np.ndarray, ridge: float = 1e-3) -> tuple[float
 def fit_platt(logits: np.ndarray, y: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per category, (scale, shift) minimising log loss of sigmoid(scale * logit + shift) on known rows.
 
-    Categories with under 5 positives or negatives keep (1, 0); the scale stays in [0.05, 5]."""
+    The scale stays in [0.05, 5]; when it is clipped (a head that separates the split perfectly sends it
+    far beyond 5), the shift is fitted again for the clipped scale: the unclipped fit's shift would move
+    the decision point and squash the positives towards 0. Categories with under 5 positives or negatives
+    keep (1, 0)."""
     scale = np.ones(logits.shape[1])
     shift = np.zeros(logits.shape[1])
     for j in range(logits.shape[1]):
@@ -417,7 +426,10 @@ def fit_platt(logits: np.ndarray, y: np.ndarray, mask: np.ndarray) -> tuple[np.n
         if t.sum() < 5 or (1 - t).sum() < 5:
             continue
         a, b = _platt_one(z, t)
-        scale[j], shift[j] = float(np.clip(a, 0.05, 5.0)), float(b)
+        clipped = float(np.clip(a, 0.05, 5.0))
+        if clipped != a:
+            a, b = _platt_one(z, t, fixed_scale=clipped)
+        scale[j], shift[j] = a, float(b)
     return scale, shift
 
 
@@ -896,7 +908,8 @@ def train_heads(
         "threshold_sets": {"strict": strict},
         "threshold_set_rules": {"strict": STRICT_RULE.format(fpr=spec.strict_benign_fpr)},
         "calibration": {
-            "method": "Platt scaling per category fitted on the random validation split"
+            "method": "Platt scaling per category (the scale clipped to [0.05, 5], the shift refitted when "
+            "it is) fitted on the random validation split"
             + (
                 ", each row twice: scored by the shipped heads and by heads that never saw its source "
                 "family (--calibration pooled)"
