@@ -36,7 +36,7 @@ VIOLENCE = CATEGORY_KEYS.index("violence")
 def keyword_scorer(weights: dict[str, float], column: int = HARASSMENT) -> tuple[list[list[str]], object]:
     """A score function: the column is the sum of the weights of the words present (capped at 1); the
     texts it was asked about are recorded."""
-    asked: ClassVar[list[list[str]]] = []
+    asked: list[list[str]] = []
 
     def score(texts: list[str]) -> np.ndarray:
         asked.append(list(texts))

@@ -385,7 +385,8 @@ def _platt_one(
         u = a * z + b
         return float(np.sum(np.logaddexp(0.0, u) - t * u) + ridge * ((a - 1) ** 2 + b**2) / 2)
 
-    a, b = (1.0 if fixed_scale is None else fixed_scale), 0.0
+    fixed = fixed_scale is not None
+    a, b = (fixed_scale if fixed_scale is not None else 1.0), 0.0
     current = loss(a, b)
     for _ in range(60):
         p = sigmoid(a * z + b)
@@ -394,7 +395,6 @@ def _platt_one(
         hess = np.array(
             [[np.sum(wgt * z * z) + ridge, np.sum(wgt * z)], [np.sum(wgt * z), np.sum(wgt) + ridge]]
         )
-        fixed = fixed_scale is not None
         step = np.array([0.0, grad[1] / hess[1, 1]]) if fixed else np.linalg.solve(hess, grad)
         rate = 1.0
         while rate > 1e-4:
