@@ -88,6 +88,10 @@ CATEGORIES: tuple[Category, ...] = (
 
 CATEGORY_KEYS: tuple[str, ...] = tuple(c.key for c in CATEGORIES)
 BY_KEY: dict[str, Category] = {c.key: c for c in CATEGORIES}
+SUBCATEGORIES: tuple[tuple[str, str], ...] = tuple(
+    (c.key, c.parent) for c in CATEGORIES if c.parent is not None
+)
+"""(subcategory, parent) pairs, in taxonomy order."""
 
 
 def zero_scores() -> dict[str, float]:

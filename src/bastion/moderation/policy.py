@@ -5,12 +5,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from bastion.core.records import ModerationResult, Span
-from bastion.core.taxonomy import CATEGORIES, CATEGORY_KEYS
+from bastion.core.taxonomy import CATEGORY_KEYS, SUBCATEGORIES
 from bastion.moderation.backends.base import BackendScores
 from bastion.moderation.explain import join_spans
-
-_PARENTS = tuple((c.key, c.parent) for c in CATEGORIES if c.parent is not None)
-"""(subcategory, parent) pairs in taxonomy order."""
 
 
 def combine(
@@ -50,12 +47,12 @@ def combine(
                 flags[key] = True
         for key, found in result.spans.items():
             spans.setdefault(key, []).extend(found)
-    for child, parent in _PARENTS:
+    for child, parent in SUBCATEGORIES:
         if scores[child] > scores[parent]:
             scores[parent] = scores[child]
     for key, threshold in policy_thresholds.items():
         flags[key] = scores[key] >= threshold
-    for child, parent in _PARENTS:
+    for child, parent in SUBCATEGORIES:
         if flags[child]:
             flags[parent] = True
     for key in allowed:
@@ -63,7 +60,8 @@ def combine(
     explanations = None
     if explain:
         inherited: dict[str, list[tuple[int, int]]] = {}
-        for child, parent in _PARENTS:  # a parent flagged only through a subcategory shows the child's spans
+        # A parent flagged only through a subcategory shows the child's spans.
+        for child, parent in SUBCATEGORIES:
             if flags[child] and not spans.get(parent):
                 inherited.setdefault(parent, []).extend(spans.get(child, []))
         spans.update(inherited)

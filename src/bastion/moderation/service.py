@@ -11,7 +11,7 @@ from typing import Any
 from bastion.core.errors import BastionError, ConfigError, ModelNotFound
 from bastion.core.records import ModerationResult
 from bastion.core.settings import ModerationModelSpec, Settings
-from bastion.core.taxonomy import CATEGORIES
+from bastion.core.taxonomy import SUBCATEGORIES
 from bastion.moderation.backends.base import BackendScores, ModerationBackend, create_backend
 from bastion.moderation.policy import backend_flags, combine
 
@@ -25,12 +25,6 @@ def clean_text(text: str) -> str:
     except UnicodeEncodeError:
         text = text.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
     return text
-
-
-_CHILDREN: dict[str, tuple[str, ...]] = {
-    parent: tuple(c.key for c in CATEGORIES if c.parent == parent)
-    for parent in {c.parent for c in CATEGORIES if c.parent is not None}
-}
 
 
 class ModerationModel:
@@ -133,12 +127,13 @@ class ModerationModel:
                 set(backend_flags(scores, limits)) for scores, limits in zip(found, thresholds, strict=True)
             ]
             by_any = set().union(*own)
+            through_child = {parent for child, parent in SUBCATEGORIES if child in keys} - by_any
             drivers.append(
                 {
                     key: [b for b, flags in enumerate(own) if key in flags]
                     or [max(range(len(found)), key=lambda b: found[b].scores.get(key, 0.0))]
                     for key in keys
-                    if key in by_any or not any(child in keys for child in _CHILDREN.get(key, ()))
+                    if key not in through_child
                 }
             )
         explained: list[list[dict[str, list[tuple[int, int]]]]] = [[{} for _ in self.backends] for _ in texts]

@@ -38,7 +38,7 @@ import numpy as np
 
 from bastion.core.errors import ConfigError
 from bastion.core.settings import Settings
-from bastion.core.taxonomy import BY_KEY, CATEGORY_KEYS
+from bastion.core.taxonomy import CATEGORY_KEYS, SUBCATEGORIES
 from bastion.moderation.card import model_card_markdown
 from bastion.moderation.datasets import LabeledText, load_all, load_xstest
 from bastion.moderation.encoder import HEADS_KEPT
@@ -355,9 +355,7 @@ def sigmoid(z: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-np.clip(z, -50, 50)))
 
 
-_PARENT_OF = [
-    (CATEGORY_KEYS.index(k), CATEGORY_KEYS.index(p)) for k in CATEGORY_KEYS if (p := BY_KEY[k].parent)
-]
+_PARENT_OF = [(CATEGORY_KEYS.index(child), CATEGORY_KEYS.index(parent)) for child, parent in SUBCATEGORIES]
 
 
 def lift_parents(scores: np.ndarray) -> np.ndarray:
